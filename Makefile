@@ -1,0 +1,57 @@
+# mmvi — make help lists the targets.
+SHELL := /bin/bash
+PY ?= python3.11
+VENV ?= .venv
+BIN := $(VENV)/bin
+export OMP_NUM_THREADS ?= 1
+
+.DEFAULT_GOAL := help
+.PHONY: help install test test-full train lint format bench bench-eval bench-train sweep-mnist sweep-alpha compare sync clean clean-logs
+
+help: ## list the targets
+	@grep -E '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  \033[36m%-14s\033[0m %s\n", $$1, $$2}'
+
+install: ## create .venv and install everything (CPU torch from local wheels first)
+	@command -v $(PY) >/dev/null || { echo "need $(PY) on PATH"; exit 1; }
+	test -x $(BIN)/python || $(PY) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	# torch first: pinning the CPU build keeps later requirements from pulling CUDA wheels
+	if ! command -v nvidia-smi >/dev/null; then $(BIN)/pip install -q "torch==2.13.0"; fi
+	$(BIN)/pip install -q -e ".[dev]"
+	$(BIN)/python -c "import torch, lightning, hydra, wandb, torchmetrics; print('torch', torch.__version__, '| lightning', lightning.__version__)"
+	@bash scripts/ensure_chromium.sh || echo "chromium not installed: the report screenshot test will be skipped"
+
+test: ## the test suite without slow tests (< 10 min on 2 cores)
+	$(BIN)/pytest -m "not slow" -q
+
+test-full: ## every test, slow ones included
+	$(BIN)/pytest -q
+
+train: ## main job on the embedded default data (mnist5k, MinVI-MP), offline
+	$(BIN)/python -m mmvi.train
+
+lint: ## ruff lint + format check
+	$(BIN)/ruff check src tests scripts
+	$(BIN)/ruff format --check src tests scripts
+
+format: ## ruff format + autofix
+	$(BIN)/ruff format src tests scripts
+	$(BIN)/ruff check --fix src tests scripts
+
+bench: bench-train bench-eval ## all benchmarks
+
+bench-train: ## training throughput vs the machine's matmul limit
+	$(BIN)/python scripts/bench_train.py
+
+bench-eval: ## retrieval mAP vs torchmetrics; AIS seconds per 1,000 examples
+	$(BIN)/python scripts/bench_eval.py
+
+sync: ## upload offline wandb runs (needs network and `wandb login`)
+	find logs -type d -name 'offline-run-*' -print0 | xargs -0 -r $(BIN)/wandb sync
+
+clean: ## remove caches
+	rm -rf .pytest_cache .ruff_cache build *.egg-info src/*.egg-info
+	find . -name __pycache__ -type d -prune -exec rm -rf {} +
+
+clean-logs: ## remove run folders
+	rm -rf logs/*

@@ -1,0 +1,1 @@
+"""Measures: likelihoods (exact, AIS), retrieval and classification, figures."""

@@ -1,0 +1,123 @@
+"""Evaluation after fit: the paper's Table 1 protocol plus the likelihood and retrieval measures.
+
+Metric names are those of DESIGN.md §4 (stable; the comparison report reads them):
+``classify/err_<query>`` (single-label, percent) or ``classify/map_<query>`` and
+``classify/precision_at_50_<query>`` (multi-label); ``cond_ce/<m>_given_<rest>``;
+``cond_nll/<m>_given_rest``, ``cond_nll/vi``, ``nll`` (+ ``_stderr``);
+``retrieval/map_<query>``, ``retrieval/precision_at_<k>_<query>``.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Mapping
+from pathlib import Path
+
+import torch
+
+from mmvi.data.base import MultimodalDataModule
+from mmvi.evaluation.condce import conditional_cross_entropy
+from mmvi.evaluation.representations import query_types, split_representations
+from mmvi.models.mrbm import MultimodalRBM
+
+log = logging.getLogger(__name__)
+
+
+def _rest_name(model: MultimodalRBM, m: str) -> str:
+    rest = [n for n in model.names if n != m]
+    return rest[0] if len(rest) == 1 else "rest"
+
+
+@torch.no_grad()
+def conditional_ce_metrics(model: MultimodalRBM, split, batch_size: int, steps: int, tol: float | None) -> dict:
+    """``cond_ce/<m>_given_<rest>`` averaged over the split (nats per example)."""
+    device = model.c.device
+    totals = {m: 0.0 for m in model.names}
+    n = len(split)
+    for start in range(0, n, batch_size):
+        v = {m: x[start : start + batch_size].to(device) for m, x in split.modalities.items()}
+        for m in model.names:
+            totals[m] += float(conditional_cross_entropy(model, v, m, steps=steps, tol=tol).sum())
+    return {f"cond_ce/{m}_given_{_rest_name(model, m)}": totals[m] / n for m in model.names}
+
+
+def classification_metrics(reps: Mapping[str, Mapping[str, torch.Tensor]], dm: MultimodalDataModule, cfg: Mapping) -> dict:
+    """Linear probe on multimodal train representations, tested on every query type."""
+    from mmvi.evaluation import classify
+
+    labels = {k: dm.splits[k].labels for k in ("train", "val", "test")}
+    train_x = reps["train"]["multimodal"]
+    train_y = labels["train"]
+    max_train = cfg.get("max_train")
+    if max_train is not None and max_train < len(train_x):
+        train_x, train_y = train_x[:max_train], train_y[:max_train]
+    Cs = tuple(cfg.get("Cs", (0.01, 0.1, 1, 10, 100)))
+    if dm.single_label:
+        metrics, C = classify.linear_probe_error(
+            train_x.numpy(),
+            train_y.argmax(1).numpy(),
+            reps["val"]["multimodal"].numpy(),
+            labels["val"].argmax(1).numpy(),
+            {q: r.numpy() for q, r in reps["test"].items()},
+            labels["test"].argmax(1).numpy(),
+            Cs=Cs,
+        )
+    else:
+        metrics, C = classify.multilabel_probe(
+            train_x.numpy(),
+            train_y.numpy(),
+            reps["val"]["multimodal"].numpy(),
+            labels["val"].numpy(),
+            {q: r.numpy() for q, r in reps["test"].items()},
+            labels["test"].numpy(),
+            Cs=Cs,
+        )
+    metrics["classify/C"] = float(C)
+    return metrics
+
+
+def evaluate(model: MultimodalRBM, dm: MultimodalDataModule, cfg: Mapping, out_dir: Path) -> tuple[dict, dict]:
+    """Run every enabled measure; return (metrics, artefact paths)."""
+    dm.setup()
+    model.eval()
+    steps, tol, bs = int(cfg["mf_steps"]), cfg.get("mf_tol"), int(cfg["batch_size"])
+    metrics: dict[str, float] = {}
+    artefacts: dict[str, str] = {}
+    t0 = time.perf_counter()
+
+    reps = {
+        "train": split_representations(model, dm.splits["train"], bs, steps, tol, queries=["multimodal"]),
+        "val": split_representations(model, dm.splits["val"], bs, steps, tol, queries=["multimodal"]),
+        "test": split_representations(model, dm.splits["test"], bs, steps, tol, queries=query_types(model)),
+    }
+    log.info("representations computed in %.1f s", time.perf_counter() - t0)
+    metrics.update(classification_metrics(reps, dm, cfg.get("classifier", {})))
+    metrics.update(conditional_ce_metrics(model, dm.splits["test"], bs, steps, tol))
+
+    lik = cfg.get("likelihood", {})
+    if lik.get("enabled", False):
+        from mmvi.evaluation.likelihood import likelihood_metrics
+
+        metrics.update(likelihood_metrics(model, dm.splits["test"].modalities, **{k: v for k, v in lik.items() if k != "enabled"}))
+
+    ret = cfg.get("retrieval", {})
+    if ret.get("enabled", False):
+        from mmvi.evaluation.retrieval import retrieval_measures
+
+        metrics.update(
+            retrieval_measures(reps["test"], reps["test"]["multimodal"], dm.splits["test"].labels, k=int(ret.get("k", 50)))
+        )
+
+    n_fig = int(cfg.get("n_generation", 0))
+    if n_fig > 0 and set(model.names) == {"left", "right"}:
+        from mmvi.evaluation.generation import halves_generation_grid
+
+        test = dm.splits["test"]
+        path = halves_generation_grid(
+            model, test.modalities["left"][:n_fig], test.modalities["right"][:n_fig], out_dir / "generation.png",
+            steps=steps, tol=tol,
+        )
+        artefacts["generation"] = str(path)
+    metrics["eval/seconds"] = time.perf_counter() - t0
+    return metrics, artefacts

@@ -1,0 +1,165 @@
+"""LightningModule wiring a multimodal model, an objective and the paper's SGD schedule.
+
+Optimisation (PAPER.md §2): SGD with momentum (``momentum_initial`` for the first
+``momentum_switch_epoch`` epochs, then ``momentum``), learning rate ε_t = ε/(1 + d·t) with t the
+epoch, L2 weight decay on the weights only. Manual optimisation, so that a step that produces a
+non-finite loss, gradient or parameter is caught at that step and handled by ``nonfinite.policy``:
+
+* ``backoff`` (the reference's rule): skip the step, multiply ε by ``backoff`` (0.95) for the
+  rest of the epoch; stop after ``max_consecutive`` bad steps in a row;
+* ``stop``: raise :class:`NonFiniteError` naming the step, objective and last good checkpoint.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+
+import lightning.pytorch as pl
+import torch
+from hydra.utils import instantiate
+from torch import Tensor
+
+from mmvi.evaluation.condce import conditional_cross_entropy
+from mmvi.models.mrbm import MultimodalRBM
+from mmvi.objectives.base import Objective
+
+log = logging.getLogger(__name__)
+
+NONFINITE_POLICIES = ("backoff", "stop")
+
+
+class NonFiniteError(RuntimeError):
+    """Training produced NaN/inf and the policy says stop."""
+
+
+class MultimodalLitModule(pl.LightningModule):
+    """Train a :class:`MultimodalRBM` with any :class:`Objective`.
+
+    Args are plain (resolved) config dicts so that checkpoints rebuild the module on their own:
+        model: ``_target_`` config of the model (e.g. ``mmvi.models.MultimodalRBM``).
+        objective: ``_target_`` config of the objective.
+        optim: lr, lr_decay, momentum_initial, momentum, momentum_switch_epoch, weight_decay.
+        nonfinite: policy (backoff|stop), backoff, max_consecutive.
+        val_mf_steps: mean-field steps for the validation conditional cross-entropies.
+    """
+
+    def __init__(
+        self,
+        model: Mapping,
+        objective: Mapping,
+        optim: Mapping,
+        nonfinite: Mapping | None = None,
+        val_mf_steps: int = 10,
+    ) -> None:
+        super().__init__()
+        self.save_hyperparameters()
+        self.automatic_optimization = False
+        self.model: MultimodalRBM = instantiate(dict(model), _convert_="all")
+        self.objective: Objective = instantiate(dict(objective), _convert_="all")
+        self.objective.setup(self.model)
+        self.optim = dict(optim)
+        if self.optim["lr"] <= 0:
+            raise ValueError(f"optim.lr must be positive, got {self.optim['lr']}")
+        self.nonfinite = {"policy": "backoff", "backoff": 0.95, "max_consecutive": 50, **dict(nonfinite or {})}
+        if self.nonfinite["policy"] not in NONFINITE_POLICIES:
+            raise ValueError(f"nonfinite.policy must be one of {NONFINITE_POLICIES}, got {self.nonfinite['policy']!r}")
+        self.val_mf_steps = int(val_mf_steps)
+        # per-epoch learning-rate multiplier lowered by non-finite steps; checkpointed
+        self.register_buffer("lr_backoff", torch.ones((), dtype=torch.float64))
+        self.register_buffer("bad_steps", torch.zeros((), dtype=torch.long))
+        self._consecutive_bad = 0
+
+    # ------------------------------------------------------------- optimiser
+    def configure_optimizers(self) -> torch.optim.Optimizer:
+        weights = [self.model.W[m] for m in self.model.names]
+        weight_ids = {id(p) for p in weights}
+        others = [p for p in self.model.parameters() if id(p) not in weight_ids]
+        return torch.optim.SGD(
+            [
+                {"params": weights, "weight_decay": float(self.optim["weight_decay"])},
+                {"params": others, "weight_decay": 0.0},
+            ],
+            lr=float(self.optim["lr"]),
+            momentum=float(self.optim["momentum_initial"]),
+        )
+
+    def learning_rate(self, epoch: int) -> float:
+        """ε_t = ε / (1 + d·t) times this epoch's back-off multiplier."""
+        base = float(self.optim["lr"]) / (1.0 + float(self.optim["lr_decay"]) * epoch)
+        return base * float(self.lr_backoff)
+
+    def momentum(self, epoch: int) -> float:
+        switch = int(self.optim["momentum_switch_epoch"])
+        return float(self.optim["momentum_initial"] if epoch < switch else self.optim["momentum"])
+
+    def on_train_epoch_start(self) -> None:
+        self.lr_backoff.fill_(1.0)
+        self.objective.set_epoch(self.current_epoch)
+
+    # -------------------------------------------------------------- training
+    def on_fit_start(self) -> None:
+        dm = getattr(self.trainer, "datamodule", None)
+        if dm is not None and hasattr(dm, "to_device"):
+            dm.to_device(self.device)
+        self.objective.set_epoch(self.current_epoch)
+
+    def training_step(self, batch: dict, batch_idx: int) -> Tensor | None:
+        opt = self.optimizers()
+        epoch = self.current_epoch
+        for group in opt.param_groups:
+            group["lr"] = self.learning_rate(epoch)
+            group["momentum"] = self.momentum(epoch)
+        v = batch["modalities"]
+        loss, logs = self.objective(self.model, v)
+        if not torch.isfinite(loss):
+            return self._bad_step("loss")
+        opt.zero_grad(set_to_none=True)
+        self.manual_backward(loss)
+        params = list(self.model.parameters())
+        if not all(torch.isfinite(p.grad).all() for p in params if p.grad is not None):
+            opt.zero_grad(set_to_none=True)
+            return self._bad_step("gradient")
+        before = [p.detach().clone() for p in params]
+        opt.step()
+        if not all(torch.isfinite(p).all() for p in params):
+            with torch.no_grad():
+                for p, old in zip(params, before):
+                    p.copy_(old)
+            return self._bad_step("parameter")
+        self._consecutive_bad = 0
+        bs = next(iter(v.values())).shape[0]
+        self.log("train/loss", loss.detach(), on_step=False, on_epoch=True, batch_size=bs, sync_dist=True)
+        for k, x in logs.items():
+            self.log(f"train/{k}", x, on_step=False, on_epoch=True, batch_size=bs, sync_dist=True)
+        self.log("train/lr", opt.param_groups[0]["lr"], on_step=False, on_epoch=True, batch_size=bs)
+        self.log("train/momentum", opt.param_groups[0]["momentum"], on_step=False, on_epoch=True, batch_size=bs)
+        return loss.detach()
+
+    def _bad_step(self, what: str) -> None:
+        step = self.global_step
+        name = type(self.objective).__name__
+        self.bad_steps += 1
+        self._consecutive_bad += 1
+        last = getattr(getattr(self.trainer, "checkpoint_callback", None), "last_model_path", "") or "none yet"
+        where = f"non-finite {what} at step {step} (epoch {self.current_epoch}, batch) with objective {name}"
+        if self.nonfinite["policy"] == "stop" or self._consecutive_bad > int(self.nonfinite["max_consecutive"]):
+            raise NonFiniteError(
+                f"{where}; training stopped (policy={self.nonfinite['policy']}, "
+                f"{self._consecutive_bad} bad steps in a row). Last good checkpoint: {last}"
+            )
+        self.lr_backoff *= float(self.nonfinite["backoff"])
+        log.warning("%s; step skipped, learning rate x%.3f for the rest of the epoch", where, float(self.lr_backoff))
+        self.log("train/nonfinite_steps", self.bad_steps.float(), on_step=True, on_epoch=False)
+        return None
+
+    # ------------------------------------------------------------ validation
+    def validation_step(self, batch: dict, batch_idx: int) -> None:
+        v = batch["modalities"]
+        bs = next(iter(v.values())).shape[0]
+        total = 0.0
+        for m in self.model.names:
+            ce = conditional_cross_entropy(self.model, v, m, steps=self.val_mf_steps, tol=None).mean()
+            total = total + ce
+            self.log(f"val/cond_ce/{m}_given_rest", ce, on_epoch=True, batch_size=bs, sync_dist=True)
+        self.log("val/cond_ce/sum", total, on_epoch=True, batch_size=bs, sync_dist=True, prog_bar=True)

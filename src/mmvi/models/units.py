@@ -1,0 +1,139 @@
+"""Visible unit types of a (multimodal) RBM, one small class each.
+
+Every unit type answers four questions about a modality v given its total input
+``act = b + W h`` (shape ``(batch, n)``):
+
+* ``energy(v, b)``      — the visible-only energy term E_m(v) of DESIGN.md §2, per example;
+* ``mean(act)``         — E[v | h];
+* ``sample(act)``       — a draw of v | h;
+* ``log_prob(v, act)``  — log p(v | h) summed over units, per example.
+
+``hidden_scale(v)`` is the factor multiplying the hidden bias for this modality (1 except for
+replicated softmax, where it is the document length D).
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+
+class Units:
+    """Interface of a visible unit type."""
+
+    name: str = "units"
+    binary: bool = False
+
+    def energy(self, v: Tensor, bias: Tensor) -> Tensor:
+        raise NotImplementedError
+
+    def mean(self, act: Tensor) -> Tensor:
+        raise NotImplementedError
+
+    def sample(self, act: Tensor) -> Tensor:
+        raise NotImplementedError
+
+    def log_prob_units(self, v: Tensor, act: Tensor) -> Tensor:
+        """Element-wise log-probability terms; their sum over units is log p(v | act)."""
+        raise NotImplementedError
+
+    def log_prob(self, v: Tensor, act: Tensor) -> Tensor:
+        return self.log_prob_units(v, act).sum(-1)
+
+    def hidden_scale(self, v: Tensor) -> Tensor | float:
+        return 1.0
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}()"
+
+
+class BernoulliUnits(Units):
+    """Binary units: E = −bᵀv, P(v_i = 1 | h) = σ(b_i + W_i h)."""
+
+    name = "bernoulli"
+    binary = True
+
+    def energy(self, v: Tensor, bias: Tensor) -> Tensor:
+        return -(v @ bias)
+
+    def mean(self, act: Tensor) -> Tensor:
+        return torch.sigmoid(act)
+
+    def sample(self, act: Tensor) -> Tensor:
+        return torch.bernoulli(torch.sigmoid(act))
+
+    def log_prob_units(self, v: Tensor, act: Tensor) -> Tensor:
+        """v_i·act_i − softplus(act_i): log-Bernoulli, = −BCE(v, σ(act)) also for v ∈ [0,1]."""
+        return v * act - F.softplus(act)
+
+
+class GaussianUnits(Units):
+    """Unit-variance Gaussian units on standardised inputs: E = ½‖v − b‖², v | h ~ N(b + W h, I)."""
+
+    name = "gaussian"
+
+    def energy(self, v: Tensor, bias: Tensor) -> Tensor:
+        return 0.5 * ((v - bias) ** 2).sum(-1)
+
+    def mean(self, act: Tensor) -> Tensor:
+        return act
+
+    def sample(self, act: Tensor) -> Tensor:
+        return act + torch.randn_like(act)
+
+    def log_prob_units(self, v: Tensor, act: Tensor) -> Tensor:
+        return -0.5 * (v - act) ** 2 - 0.5 * math.log(2 * math.pi)
+
+
+class SoftmaxUnits(Units):
+    """Replicated softmax for word/tag counts (Salakhutdinov & Hinton 2009).
+
+    v holds counts with D = Σ_i v_i draws; v | h ~ Multinomial(D, softmax(b + W h)); the
+    hidden bias is scaled by D. Energy term E = −bᵀv (the multinomial coefficient is constant).
+    """
+
+    name = "softmax"
+
+    def energy(self, v: Tensor, bias: Tensor) -> Tensor:
+        return -(v @ bias)
+
+    def mean(self, act: Tensor, length: Tensor | None = None) -> Tensor:
+        p = torch.softmax(act, dim=-1)
+        return p if length is None else p * length.unsqueeze(-1)
+
+    def sample(self, act: Tensor, length: Tensor | None = None) -> Tensor:
+        probs = torch.softmax(act, dim=-1)
+        if length is None:
+            length = torch.ones(act.shape[0], device=act.device)
+        counts = torch.zeros_like(probs)
+        n_max = int(length.max().item()) if length.numel() else 0
+        if n_max == 0:
+            return counts
+        draws = torch.multinomial(probs, n_max, replacement=True)
+        keep = (torch.arange(n_max, device=act.device) < length.unsqueeze(-1)).to(probs.dtype)
+        return counts.scatter_add_(1, draws, keep)
+
+    def log_prob_units(self, v: Tensor, act: Tensor) -> Tensor:
+        """v_i log softmax(act)_i (multinomial log-likelihood up to the coefficient)."""
+        return v * torch.log_softmax(act, dim=-1)
+
+    def hidden_scale(self, v: Tensor) -> Tensor:
+        return v.sum(-1, keepdim=True)
+
+
+UNIT_TYPES: dict[str, type[Units]] = {
+    cls.name: cls for cls in (BernoulliUnits, GaussianUnits, SoftmaxUnits)
+}
+
+
+def make_units(name: str) -> Units:
+    """Unit object from its config name; unknown names list the allowed ones."""
+    try:
+        return UNIT_TYPES[name]()
+    except KeyError:
+        raise ValueError(
+            f"unknown unit type {name!r}; allowed: {sorted(UNIT_TYPES)}"
+        ) from None

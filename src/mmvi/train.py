@@ -1,0 +1,200 @@
+"""Train a multimodal model, evaluate it and write ``results.json``.
+
+    python -m mmvi.train                                   # defaults: mnist5k, MRBM, MinVI-MP
+    python -m mmvi.train experiment=paper_mnist_mp         # the paper's MNIST MP run
+    python -m mmvi.train -m objective=nll_pcd,minvi_cdpl,minvi_mp,hybrid data=mnist trainer.max_epochs=20
+
+The run folder (``paths.output_dir``) receives the resolved config, checkpoints, CSV and wandb
+logs, figures and ``results.json`` (status running → completed | failed, written atomically).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+import hydra
+import lightning.pytorch as pl
+from hydra.core.hydra_config import HydraConfig
+from hydra.utils import instantiate
+from omegaconf import DictConfig, OmegaConf
+
+from mmvi.config_check import validate_config
+from mmvi.data.base import MultimodalDataModule
+from mmvi.evaluation.protocol import evaluate
+from mmvi.lit.module import MultimodalLitModule
+from mmvi.utils import finite_metrics, write_json_atomic, write_results
+
+log = logging.getLogger(__name__)
+
+
+def is_global_zero() -> bool:
+    """True in the launching process (Lightning's DDP children carry LOCAL_RANK/NODE_RANK > 0)."""
+    return int(os.environ.get("LOCAL_RANK", 0)) == 0 and int(os.environ.get("NODE_RANK", 0)) == 0
+
+
+def run_metadata(cfg: DictConfig) -> dict[str, Any]:
+    """Resolved config (without the hydra node), Hydra choices and overrides of this job."""
+    resolved = OmegaConf.to_container(cfg, resolve=True)
+    meta: dict[str, Any] = {"config": resolved, "run_dir": str(cfg.paths.output_dir)}
+    if HydraConfig.initialized():
+        hc = HydraConfig.get()
+        meta["choices"] = {k: v for k, v in hc.runtime.choices.items() if not k.startswith("hydra/")}
+        meta["overrides"] = list(hc.overrides.task)
+        meta["job_num"] = hc.job.get("num")
+    return meta
+
+
+def resolve_ckpt_path(cfg: DictConfig) -> str | None:
+    """``ckpt_path=last`` → ``<output_dir>/checkpoints/last.ckpt`` when it exists."""
+    ckpt = cfg.get("ckpt_path")
+    if ckpt in (None, ""):
+        return None
+    if ckpt == "last":
+        path = Path(cfg.paths.output_dir) / "checkpoints" / "last.ckpt"
+        if path.is_file():
+            return str(path)
+        log.warning("ckpt_path=last but %s does not exist; starting from scratch", path)
+        return None
+    if not Path(ckpt).is_file():
+        raise FileNotFoundError(f"ckpt_path={ckpt}: no such checkpoint file")
+    return str(ckpt)
+
+
+def instantiate_dict(nodes: DictConfig | None) -> list:
+    """Instantiate every ``_target_`` node of a callbacks/loggers dict; a node without one is an error."""
+    out = []
+    for name, node in (nodes or {}).items():
+        if node is None:
+            continue
+        if "_target_" not in node:
+            raise ValueError(f"config node {name!r} has no _target_; remove it or give it one")
+        out.append(instantiate(node, _convert_="all"))
+    return out
+
+
+def build_lit_module(cfg: DictConfig) -> MultimodalLitModule:
+    resolved = OmegaConf.to_container(cfg, resolve=True)
+    return MultimodalLitModule(
+        model=resolved["model"],
+        objective=resolved["objective"],
+        optim=resolved["optim"],
+        nonfinite=resolved.get("nonfinite"),
+    )
+
+
+def check_model_matches_data(lit: MultimodalLitModule, dm: MultimodalDataModule) -> None:
+    data_sizes = dm.modality_sizes
+    if lit.model.sizes != data_sizes:
+        raise ValueError(
+            f"model.modalities {lit.model.sizes} do not match the data's modalities {data_sizes}; "
+            "set model.modalities to the data's (default: ${data.modalities})"
+        )
+
+
+def log_to_loggers(loggers: list, metrics: dict, artefacts: dict, step: int) -> str | None:
+    """Send final metrics (and figures, to wandb) to every logger; return the wandb run path."""
+    wandb_dir = None
+    for lg in loggers:
+        lg.log_metrics(metrics, step=step)
+        if isinstance(lg, pl.loggers.WandbLogger):
+            for key, path in artefacts.items():
+                if str(path).endswith(".png"):
+                    lg.log_image(key=f"figures/{key}", images=[str(path)], step=step)
+            wandb_dir = str(lg.experiment.dir)
+        lg.save()
+    return wandb_dir
+
+
+def train(cfg: DictConfig) -> dict[str, float]:
+    """Fit, evaluate, write ``results.json``; return the metrics (empty on non-zero ranks)."""
+    out_dir = Path(cfg.paths.output_dir)
+    zero = is_global_zero()
+    meta = run_metadata(cfg)
+    started = time.time()
+    if zero:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        write_json_atomic(out_dir / "config_resolved.json", meta)
+        write_results(out_dir, "running", **meta, started=started)
+    loggers: list = []
+    try:
+        validate_config(cfg)
+        pl.seed_everything(int(cfg.seed), workers=True)
+        dm: MultimodalDataModule = instantiate(cfg.data, _convert_="all")
+        dm.setup()
+        lit = build_lit_module(cfg)
+        check_model_matches_data(lit, dm)
+        ckpt = resolve_ckpt_path(cfg)
+        if ckpt is None:
+            lit.model.init_visible_bias_from_data(dm.modality_means())
+        loggers = instantiate_dict(cfg.get("logger"))
+        callbacks = instantiate_dict(cfg.get("callbacks"))
+        trainer: pl.Trainer = instantiate(cfg.trainer, logger=loggers or False, callbacks=callbacks)
+        for lg in loggers:
+            lg.log_hyperparams({**meta["config"], "choices": meta.get("choices", {})})
+        trainer.fit(lit, datamodule=dm, ckpt_path=ckpt)
+        if trainer.interrupted:
+            raise KeyboardInterrupt("training was interrupted; resume with ckpt_path=last")
+        if not trainer.is_global_zero:
+            return {}
+        metrics, artefacts = evaluate(lit.model, dm, cfg.evaluation, out_dir)
+        good, bad = finite_metrics(metrics)
+        if bad:
+            raise FloatingPointError(f"non-finite metrics {bad}; results not recorded as completed")
+        wandb_dir = log_to_loggers(loggers, good, artefacts, trainer.global_step)
+        write_results(
+            out_dir,
+            "completed",
+            **meta,
+            metrics=good,
+            artefacts=artefacts,
+            wandb_dir=wandb_dir,
+            started=started,
+            duration_s=time.time() - started,
+        )
+        print_summary(out_dir, good, wandb_dir)
+        return good
+    except BaseException as exc:
+        if zero:
+            write_results(
+                out_dir, "failed", **meta, reason=f"{type(exc).__name__}: {exc}", started=started,
+                duration_s=time.time() - started,
+            )
+        raise
+    finally:
+        finish_wandb()
+
+
+def finish_wandb() -> None:
+    """Close the wandb run so the next job of a multirun gets its own."""
+    import sys
+
+    if "wandb" in sys.modules:
+        import wandb
+
+        if wandb.run is not None:
+            wandb.finish()
+
+
+def print_summary(out_dir: Path, metrics: dict, wandb_dir: str | None) -> None:
+    keys = [k for k in metrics if k.startswith(("classify/err_", "classify/map_", "cond_ce/", "cond_nll/", "nll", "retrieval/map_"))]
+    width = max((len(k) for k in keys), default=10)
+    lines = ["", "Results"] + [f"  {k:<{width}}  {metrics[k]:.4f}" for k in sorted(keys)]
+    lines.append(f"  run folder: {out_dir}")
+    lines.append(f"  results:    {out_dir / 'results.json'}")
+    if wandb_dir:
+        lines.append(f"  wandb run:  {Path(wandb_dir).parent} (offline: `wandb sync` it to upload)")
+    print("\n".join(lines), flush=True)
+
+
+@hydra.main(version_base="1.3", config_path="../../conf", config_name="train")
+def main(cfg: DictConfig) -> float | None:
+    metrics = train(cfg)
+    return metrics.get(cfg.get("optimized_metric")) if metrics else None
+
+
+if __name__ == "__main__":
+    main()

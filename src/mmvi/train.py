@@ -24,7 +24,6 @@ from omegaconf import DictConfig, OmegaConf
 
 from mmvi.config_check import validate_config
 from mmvi.data.base import MultimodalDataModule
-from mmvi.evaluation.protocol import evaluate
 from mmvi.lit.module import MultimodalLitModule
 from mmvi.utils import finite_metrics, write_json_atomic, write_results
 
@@ -140,7 +139,8 @@ def train(cfg: DictConfig) -> dict[str, float]:
             raise KeyboardInterrupt("training was interrupted; resume with ckpt_path=last")
         if not trainer.is_global_zero:
             return {}
-        metrics, artefacts = evaluate(lit.model, dm, cfg.evaluation, out_dir)
+        evaluate = instantiate(cfg.evaluation, _convert_="all")
+        metrics, artefacts = evaluate(model=lit.model, dm=dm, out_dir=out_dir)
         good, bad = finite_metrics(metrics)
         if bad:
             raise FloatingPointError(f"non-finite metrics {bad}; results not recorded as completed")

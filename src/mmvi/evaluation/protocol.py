@@ -77,11 +77,22 @@ def classification_metrics(reps: Mapping[str, Mapping[str, torch.Tensor]], dm: M
     return metrics
 
 
-def evaluate(model: MultimodalRBM, dm: MultimodalDataModule, cfg: Mapping, out_dir: Path) -> tuple[dict, dict]:
-    """Run every enabled measure; return (metrics, artefact paths)."""
+def evaluate(
+    model: MultimodalRBM,
+    dm: MultimodalDataModule,
+    out_dir: Path,
+    mf_steps: int = 100,
+    mf_tol: float | None = 1e-5,
+    batch_size: int = 1000,
+    n_generation: int = 10,
+    classifier: Mapping | None = None,
+    likelihood: Mapping | None = None,
+    retrieval: Mapping | None = None,
+) -> tuple[dict, dict]:
+    """Run every enabled measure; return (metrics, artefact paths). Args: ``conf/evaluation``."""
     dm.setup()
     model.eval()
-    steps, tol, bs = int(cfg["mf_steps"]), cfg.get("mf_tol"), int(cfg["batch_size"])
+    steps, tol, bs = int(mf_steps), mf_tol, int(batch_size)
     metrics: dict[str, float] = {}
     artefacts: dict[str, str] = {}
     t0 = time.perf_counter()
@@ -92,16 +103,16 @@ def evaluate(model: MultimodalRBM, dm: MultimodalDataModule, cfg: Mapping, out_d
         "test": split_representations(model, dm.splits["test"], bs, steps, tol, queries=query_types(model)),
     }
     log.info("representations computed in %.1f s", time.perf_counter() - t0)
-    metrics.update(classification_metrics(reps, dm, cfg.get("classifier", {})))
+    metrics.update(classification_metrics(reps, dm, classifier or {}))
     metrics.update(conditional_ce_metrics(model, dm.splits["test"], bs, steps, tol))
 
-    lik = cfg.get("likelihood", {})
+    lik = likelihood or {}
     if lik.get("enabled", False):
         from mmvi.evaluation.likelihood import likelihood_metrics
 
         metrics.update(likelihood_metrics(model, dm.splits["test"].modalities, **{k: v for k, v in lik.items() if k != "enabled"}))
 
-    ret = cfg.get("retrieval", {})
+    ret = retrieval or {}
     if ret.get("enabled", False):
         from mmvi.evaluation.retrieval import retrieval_measures
 
@@ -109,7 +120,7 @@ def evaluate(model: MultimodalRBM, dm: MultimodalDataModule, cfg: Mapping, out_d
             retrieval_measures(reps["test"], reps["test"]["multimodal"], dm.splits["test"].labels, k=int(ret.get("k", 50)))
         )
 
-    n_fig = int(cfg.get("n_generation", 0))
+    n_fig = int(n_generation)
     if n_fig > 0 and set(model.names) == {"left", "right"}:
         from mmvi.evaluation.generation import halves_generation_grid
 

@@ -181,7 +181,7 @@ class MultimodalRBM(nn.Module):
         for _ in range(steps if missing else 0):
             h = self.hidden_probs(v)
             new = {m: self.visible_mean(m, h) for m in missing}
-            change = max(float((new[m] - v[m]).abs().mean()) for m in missing)
+            change = max(float((new[m] - v[m]).detach().abs().mean()) for m in missing)
             v.update(new)
             if tol is not None and change < tol:
                 break

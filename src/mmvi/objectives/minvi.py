@@ -156,7 +156,7 @@ class MultiPrediction(Objective):
         h = model.hidden_probs(state, {m: s for m in full})
         k = self.truncation()
         for t in range(self.mf_steps):
-            if t == self.mf_steps - k:
+            if k < self.mf_steps and t == self.mf_steps - k:
                 h = h.detach()
             state = {
                 m: observed[m] * v[m] + (1 - observed[m]) * model.visible_mean(m, h) for m in model.names

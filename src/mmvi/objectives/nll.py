@@ -43,7 +43,7 @@ class ContrastiveDivergence(Objective):
             return
         self.chain_names = list(model.names)
         for m in model.names:
-            self.register_buffer(f"chains_{m}", torch.zeros(self.n_chains, model.sizes[m]))
+            self.register_buffer(f"chains_{m}", torch.zeros(self.n_chains, model.sizes[m], dtype=model.c.dtype))
         self.register_buffer("chains_ready", torch.zeros((), dtype=torch.bool))
 
     def chains(self) -> dict[str, Tensor]:
@@ -55,7 +55,7 @@ class ContrastiveDivergence(Objective):
             return {m: v[m] for m in model.names}
         if not bool(self.chains_ready):
             # start the chains from samples of the visible biases (data marginals at init)
-            zeros = torch.zeros(self.n_chains, model.n_hidden, device=model.c.device)
+            zeros = torch.zeros(self.n_chains, model.n_hidden, device=model.c.device, dtype=model.c.dtype)
             for m in model.names:
                 getattr(self, f"chains_{m}").copy_(model.sample_visible(m, zeros))
             self.chains_ready.fill_(True)

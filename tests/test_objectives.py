@@ -1,0 +1,150 @@
+"""Objectives: gradients against finite differences, samplers against their definitions."""
+
+from __future__ import annotations
+
+import torch
+
+from helpers import all_binary, split_state, tiny_model
+from mmvi.models.mrbm import MultimodalRBM
+from mmvi.objectives import CDPercLoss, ContrastiveDivergence, Mixture, MultiPrediction, sparsity_penalty
+
+
+def _batch(model, n=8, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    return {m: torch.rand(n, model.sizes[m], generator=g, dtype=torch.float64) for m in model.names}
+
+
+def test_mp_loss_gradient_matches_finite_differences():
+    model = tiny_model({"x": 4, "y": 3}, n_hidden=5, std=0.5, seed=4)
+    obj = MultiPrediction(mask_rate=0.5, mf_steps=4, bptt_steps=4, grow_every=0)
+    v = _batch(model)
+
+    def loss() -> torch.Tensor:
+        torch.manual_seed(123)  # same masks at every evaluation
+        return obj(model, v)[0]
+
+    model.zero_grad()
+    loss().backward()
+    eps = 1e-6
+    for name, p in model.named_parameters():
+        flat, grad = p.data.view(-1), p.grad.view(-1)
+        for i in range(0, flat.numel(), max(1, flat.numel() // 5)):
+            old = flat[i].item()
+            flat[i] = old + eps
+            up = loss().item()
+            flat[i] = old - eps
+            down = loss().item()
+            flat[i] = old
+            fd = (up - down) / (2 * eps)
+            assert abs(fd - grad[i].item()) < 1e-6 * max(1.0, abs(fd)), (name, i, fd, grad[i].item())
+
+
+def test_mp_truncation_cuts_the_gradient_of_early_steps():
+    model = tiny_model({"x": 4, "y": 3}, n_hidden=5, std=0.5, seed=5)
+    v = _batch(model)
+    grads = {}
+    for k in (1, 4):
+        obj = MultiPrediction(mask_rate=0.5, mf_steps=4, bptt_steps=k, grow_every=0)
+        model.zero_grad()
+        torch.manual_seed(0)
+        obj(model, v)[0].backward()
+        grads[k] = model.W["x"].grad.clone()
+    assert not torch.allclose(grads[1], grads[4])
+    obj = MultiPrediction(mf_steps=5, bptt_steps=5, grow_every=20)
+    assert [obj.truncation() for obj.epoch in (0, 19, 20, 45, 200)] == [1, 1, 2, 3, 5]
+
+
+class RecordingRBM(MultimodalRBM):
+    """Records every (state, free energy) evaluated."""
+
+    def __init__(self, *a, **kw):
+        super().__init__(*a, **kw)
+        self.seen: list[tuple[dict, torch.Tensor]] = []
+
+    def free_energy(self, v):
+        f = super().free_energy(v)
+        self.seen.append(({m: x.clone() for m, x in v.items()}, f.detach().clone()))
+        return f
+
+
+def test_cd_percloss_returns_the_lowest_free_energy_state_seen():
+    torch.manual_seed(0)
+    model = RecordingRBM({"x": {"size": 6}, "y": {"size": 5}}, n_hidden=7, init_std=1.0).double()
+    v = {"x": torch.bernoulli(torch.full((16, 6), 0.5, dtype=torch.float64)),
+         "y": torch.bernoulli(torch.full((16, 5), 0.5, dtype=torch.float64))}
+    obj = CDPercLoss(k=6)
+    best = obj.lowest_energy_prediction(model, v, "y")
+    assert len(model.seen) == 7  # the start state and k chain states
+    states = torch.stack([s["y"] for s, _ in model.seen])  # (k+1, B, n)
+    energies = torch.stack([f for _, f in model.seen])  # (k+1, B)
+    for s, _ in model.seen:
+        assert torch.equal(s["x"], v["x"])  # x clamped
+    idx = energies.argmin(0)
+    expected = states[idx, torch.arange(16)]
+    torch.testing.assert_close(best, expected)
+    torch.testing.assert_close(model.free_energy({"x": v["x"], "y": best}), energies.min(0).values)
+
+
+def test_pcd_chains_persist_across_steps_and_live_in_the_state_dict():
+    model = tiny_model({"x": 4, "y": 3}, n_hidden=5, std=0.5, seed=6)
+    obj = ContrastiveDivergence(k=2, persistent=True, n_chains=10)
+    obj.setup(model)
+    assert "chains_x" in obj.state_dict() and "chains_y" in obj.state_dict()
+    v = _batch(model)
+    starts = []
+    original = model.gibbs_chain
+
+    def recording_chain(state, steps, clamp=()):
+        starts.append({m: x.clone() for m, x in state.items()})
+        return original(state, steps, clamp)
+
+    model.gibbs_chain = recording_chain
+    obj(model, v)
+    after_first = {m: x.clone() for m, x in obj.chains().items()}
+    obj(model, v)
+    torch.testing.assert_close(starts[1], after_first)
+    assert not all(torch.equal(starts[0][m], starts[1][m]) for m in model.names)
+    # CD restarts at the data
+    cd = ContrastiveDivergence(k=1, persistent=False)
+    starts.clear()
+    cd(model, v)
+    torch.testing.assert_close(starts[0], v)
+
+
+def test_nll_gradient_estimates_the_likelihood_gradient():
+    """With exact negative statistics, ∇[F(data) − F(model samples)] → −∇ mean log P(v)."""
+    model = tiny_model({"x": 3, "y": 2}, n_hidden=3, std=0.7, seed=7)
+    states = split_state(model, all_binary(5))
+    data = {m: x[[1, 5, 6, 30]] for m, x in states.items()}
+    # exact −mean log P(data) gradient by autograd through log Z
+    f_all = model.free_energy(states)
+    exact = model.free_energy(data).mean() + torch.logsumexp(-f_all, 0)
+    g_exact = torch.autograd.grad(exact, model.W["x"])[0]
+    # the surrogate with many exact samples from P(v)
+    p = torch.softmax(-f_all.detach(), 0)
+    idx = torch.multinomial(p, 200000, replacement=True, generator=torch.Generator().manual_seed(0))
+    neg = {m: x[idx] for m, x in states.items()}
+    surrogate = model.free_energy(data).mean() - model.free_energy(neg).mean()
+    g_sur = torch.autograd.grad(surrogate, model.W["x"])[0]
+    assert (g_sur - g_exact).abs().max() < 0.02
+
+
+def test_mixture_endpoints_equal_their_parts():
+    model = tiny_model({"x": 4, "y": 3}, n_hidden=5, std=0.5, seed=8)
+    v = _batch(model)
+    mp = MultiPrediction(mask_rate=0.3, mf_steps=3, bptt_steps=3, grow_every=0)
+    cd = ContrastiveDivergence(k=1)
+    for alpha, part in ((1.0, mp), (0.0, cd)):
+        mix = Mixture(minvi=mp, nll=cd, alpha=alpha)
+        torch.manual_seed(1)
+        a = mix(model, v)[0]
+        torch.manual_seed(1)
+        b = part(model, v)[0]
+        torch.testing.assert_close(a, b)
+
+
+def test_sparsity_penalty_is_minimal_at_the_target():
+    target = 0.1
+    values = torch.linspace(0.01, 0.9, 90)
+    pens = torch.stack([sparsity_penalty(torch.full((4, 3), float(p)), target) for p in values])
+    assert abs(values[pens.argmin()].item() - target) < 0.011

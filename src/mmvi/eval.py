@@ -1,0 +1,71 @@
+"""Evaluate a trained checkpoint: ``python -m mmvi.eval ckpt_path=<run>/checkpoints/last.ckpt``.
+
+The model is rebuilt from the checkpoint's own hyper-parameters and the data from the training
+run's ``config_resolved.json`` (so an experiment's model is never replaced by a default one).
+Writes ``results.json`` (status completed/failed) into the eval run folder.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from pathlib import Path
+
+import hydra
+import lightning.pytorch as pl
+from hydra.utils import instantiate
+from omegaconf import DictConfig, OmegaConf
+
+from mmvi.lit.module import MultimodalLitModule
+from mmvi.train import print_summary, run_metadata
+from mmvi.utils import finite_metrics, write_results
+
+log = logging.getLogger(__name__)
+
+
+def training_config(ckpt_path: Path) -> dict:
+    """The resolved config saved by the run that wrote ``ckpt_path`` (``<run>/checkpoints/x.ckpt``)."""
+    saved = ckpt_path.resolve().parent.parent / "config_resolved.json"
+    if not saved.is_file():
+        raise FileNotFoundError(
+            f"{saved} not found: cannot tell which data the checkpoint was trained on; pass data=... explicitly"
+        )
+    return json.loads(saved.read_text())["config"]
+
+
+def evaluate_checkpoint(cfg: DictConfig) -> dict[str, float]:
+    ckpt = Path(cfg.ckpt_path)
+    if not ckpt.is_file():
+        raise FileNotFoundError(f"ckpt_path={ckpt}: no such checkpoint file")
+    out_dir = Path(cfg.paths.output_dir)
+    meta = run_metadata(cfg)
+    started = time.time()
+    write_results(out_dir, "running", **meta, checkpoint=str(ckpt))
+    try:
+        pl.seed_everything(int(cfg.seed))
+        lit = MultimodalLitModule.load_from_checkpoint(str(ckpt), map_location="cpu")
+        data_cfg = OmegaConf.to_container(cfg.data, resolve=True) if cfg.get("data") else training_config(ckpt)["data"]
+        dm = instantiate(data_cfg, _convert_="all")
+        dm.setup()
+        evaluate = instantiate(cfg.evaluation, _convert_="all")
+        metrics, artefacts = evaluate(model=lit.model, dm=dm, out_dir=out_dir)
+        good, bad = finite_metrics(metrics)
+        if bad:
+            raise FloatingPointError(f"non-finite metrics {bad}")
+        write_results(out_dir, "completed", **meta, checkpoint=str(ckpt), metrics=good, artefacts=artefacts,
+                      duration_s=time.time() - started)
+        print_summary(out_dir, good, None)
+        return good
+    except BaseException as exc:
+        write_results(out_dir, "failed", **meta, checkpoint=str(ckpt), reason=f"{type(exc).__name__}: {exc}")
+        raise
+
+
+@hydra.main(version_base="1.3", config_path="../../conf", config_name="eval")
+def main(cfg: DictConfig) -> None:
+    evaluate_checkpoint(cfg)
+
+
+if __name__ == "__main__":
+    main()

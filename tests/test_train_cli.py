@@ -36,6 +36,7 @@ def small_mnist_args(shared_data: Path, run_dir: Path, objective: str = "minvi_m
         f"objective={objective}",
         "model.n_hidden=64",
         "trainer.max_epochs=1",
+        "~callbacks.rich_progress_bar",
         "trainer.enable_progress_bar=false",
         "evaluation.mf_steps=30",
         "evaluation.n_generation=6",

@@ -6,6 +6,7 @@ value checks: each failure is a :class:`ConfigError` naming the key and what is 
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -32,7 +33,7 @@ def _number(key: str, value: Any, ok: Callable[[float], bool], allowed: str) -> 
         return
     if isinstance(value, bool) or not isinstance(value, int | float):
         raise ConfigError(f"{key}={value!r} has the wrong type; allowed: {allowed}")
-    if not ok(float(value)):
+    if not math.isfinite(float(value)) or not ok(float(value)):
         raise ConfigError(f"{key}={value!r} is out of range; allowed: {allowed}")
 
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 import os
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -22,12 +23,15 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
-from mmvi.config_check import validate_config
-from mmvi.data.base import MultimodalDataModule
+from mmvi.config_check import ConfigError, validate_config
+from mmvi.data.base import DataError, MultimodalDataModule
 from mmvi.lit.module import MultimodalLitModule
 from mmvi.utils import finite_metrics, write_json_atomic, write_results
 
 log = logging.getLogger(__name__)
+
+# errors caused by the user's config or files: reported as one message, no traceback
+USER_ERRORS = (ConfigError, DataError, FileNotFoundError)
 
 
 def is_global_zero() -> bool:
@@ -48,15 +52,21 @@ def run_metadata(cfg: DictConfig) -> dict[str, Any]:
 
 
 def resolve_ckpt_path(cfg: DictConfig) -> str | None:
-    """``ckpt_path=last`` → ``<output_dir>/checkpoints/last.ckpt`` when it exists."""
+    """Checkpoint to resume from.
+
+    ``ckpt_path=last`` (or no ``ckpt_path`` in a reused run folder) resumes from
+    ``<output_dir>/checkpoints/last.ckpt`` when it exists; ``ckpt_path=none`` forces a fresh start.
+    """
     ckpt = cfg.get("ckpt_path")
-    if ckpt in (None, ""):
+    last = Path(cfg.paths.output_dir) / "checkpoints" / "last.ckpt"
+    if ckpt == "none":
         return None
-    if ckpt == "last":
-        path = Path(cfg.paths.output_dir) / "checkpoints" / "last.ckpt"
-        if path.is_file():
-            return str(path)
-        log.warning("ckpt_path=last but %s does not exist; starting from scratch", path)
+    if ckpt in (None, "", "last"):
+        if last.is_file():
+            log.info("resuming from %s", last)
+            return str(last)
+        if ckpt == "last":
+            log.warning("ckpt_path=last but %s does not exist; starting from scratch", last)
         return None
     if not Path(ckpt).is_file():
         raise FileNotFoundError(f"ckpt_path={ckpt}: no such checkpoint file")
@@ -82,13 +92,14 @@ def build_lit_module(cfg: DictConfig) -> MultimodalLitModule:
         objective=resolved["objective"],
         optim=resolved["optim"],
         nonfinite=resolved.get("nonfinite"),
+        seed=int(resolved["seed"]),
     )
 
 
 def check_model_matches_data(lit: MultimodalLitModule, dm: MultimodalDataModule) -> None:
     data_sizes = dm.modality_sizes
     if lit.model.sizes != data_sizes:
-        raise ValueError(
+        raise ConfigError(
             f"model.modalities {lit.model.sizes} do not match the data's modalities {data_sizes}; "
             "set model.modalities to the data's (default: ${data.modalities})"
         )
@@ -124,6 +135,7 @@ def train(cfg: DictConfig) -> dict[str, float]:
         pl.seed_everything(int(cfg.seed), workers=True)
         dm: MultimodalDataModule = instantiate(cfg.data, _convert_="all")
         dm.setup()
+        dm.shuffle_seed = int(cfg.seed)
         lit = build_lit_module(cfg)
         check_model_matches_data(lit, dm)
         ckpt = resolve_ckpt_path(cfg)
@@ -170,8 +182,6 @@ def train(cfg: DictConfig) -> dict[str, float]:
 
 def finish_wandb() -> None:
     """Close the wandb run so the next job of a multirun gets its own."""
-    import sys
-
     if "wandb" in sys.modules:
         import wandb
 
@@ -190,9 +200,25 @@ def print_summary(out_dir: Path, metrics: dict, wandb_dir: str | None) -> None:
     print("\n".join(lines), flush=True)
 
 
+def exit_on_user_error(exc: Exception) -> None:
+    """A config or data error ends a single run with its one-paragraph message, no traceback.
+
+    In a multirun the exception propagates so Hydra records the job as failed and runs the rest.
+    """
+    from hydra.types import RunMode
+
+    if HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN:
+        raise exc
+    print(f"error: {exc}", file=sys.stderr, flush=True)
+    raise SystemExit(2)
+
+
 @hydra.main(version_base="1.3", config_path="../../conf", config_name="train")
 def main(cfg: DictConfig) -> float | None:
-    metrics = train(cfg)
+    try:
+        metrics = train(cfg)
+    except USER_ERRORS as exc:
+        exit_on_user_error(exc)
     return metrics.get(cfg.get("optimized_metric")) if metrics else None
 
 

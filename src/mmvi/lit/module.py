@@ -42,6 +42,8 @@ class MultimodalLitModule(pl.LightningModule):
         optim: lr, lr_decay, momentum_initial, momentum, momentum_switch_epoch, weight_decay.
         nonfinite: policy (backoff|stop), backoff, max_consecutive.
         val_mf_steps: mean-field steps for the validation conditional cross-entropies.
+        seed: the global RNG is re-seeded from (seed, rank, epoch) at every epoch start, so a run
+            resumed from an end-of-epoch checkpoint draws the same samples as an uninterrupted one.
     """
 
     def __init__(
@@ -51,6 +53,7 @@ class MultimodalLitModule(pl.LightningModule):
         optim: Mapping,
         nonfinite: Mapping | None = None,
         val_mf_steps: int = 10,
+        seed: int = 0,
     ) -> None:
         super().__init__()
         self.save_hyperparameters()
@@ -65,6 +68,7 @@ class MultimodalLitModule(pl.LightningModule):
         if self.nonfinite["policy"] not in NONFINITE_POLICIES:
             raise ValueError(f"nonfinite.policy must be one of {NONFINITE_POLICIES}, got {self.nonfinite['policy']!r}")
         self.val_mf_steps = int(val_mf_steps)
+        self.seed = int(seed)
         # per-epoch learning-rate multiplier lowered by non-finite steps; checkpointed
         self.register_buffer("lr_backoff", torch.ones((), dtype=torch.float64))
         self.register_buffer("bad_steps", torch.zeros((), dtype=torch.long))
@@ -94,6 +98,7 @@ class MultimodalLitModule(pl.LightningModule):
         return float(self.optim["momentum_initial"] if epoch < switch else self.optim["momentum"])
 
     def on_train_epoch_start(self) -> None:
+        torch.manual_seed(self.seed * 1_000_003 + 7919 * self.global_rank + self.current_epoch)
         self.lr_backoff.fill_(1.0)
         self.objective.set_epoch(self.current_epoch)
 

@@ -14,10 +14,14 @@ def all_binary(n: int, dtype=torch.float64) -> torch.Tensor:
     return torch.tensor(list(itertools.product([0.0, 1.0], repeat=n)), dtype=dtype).reshape(-1, n)
 
 
-def tiny_model(sizes: dict[str, int], n_hidden: int, units: str = "bernoulli", std: float = 1.0, seed: int = 0) -> MultimodalRBM:
+def tiny_model(
+    sizes: dict[str, int], n_hidden: int, units: str = "bernoulli", std: float = 1.0, seed: int = 0
+) -> MultimodalRBM:
     """A float64 MultimodalRBM with strong random weights and biases."""
     torch.manual_seed(seed)
-    model = MultimodalRBM({m: {"size": n, "units": units} for m, n in sizes.items()}, n_hidden, init_std=std).double()
+    model = MultimodalRBM(
+        {m: {"size": n, "units": units} for m, n in sizes.items()}, n_hidden, init_std=std
+    ).double()
     with torch.no_grad():
         for m in model.names:
             model.b[m].normal_(0, 0.5)

@@ -40,9 +40,15 @@ def test_every_experiment_composes_and_validates(experiment, tmp_path):
 
 def test_paper_experiments_match_the_paper_table(tmp_path):
     expected = {
-        "pcd": ("ContrastiveDivergence", {"k": 10, "n_chains": 500, "sparsity_weight": 0.3, "sparsity_target": 0.05}),
+        "pcd": (
+            "ContrastiveDivergence",
+            {"k": 10, "n_chains": 500, "sparsity_weight": 0.3, "sparsity_target": 0.05},
+        ),
         "cdpl": ("CDPercLoss", {"k": 10, "sparsity_weight": 0.1, "sparsity_target": 0.1}),
-        "mp": ("MultiPrediction", {"mask_rate": 0.25, "mf_steps": 5, "bptt_steps": 5, "sparsity_weight": 0.1}),
+        "mp": (
+            "MultiPrediction",
+            {"mask_rate": 0.25, "mf_steps": 5, "bptt_steps": 5, "sparsity_weight": 0.1},
+        ),
         "hybrid": ("Mixture", {"alpha": 0.5, "sparsity_weight": 0.1}),
     }
     for name, (cls, values) in expected.items():
@@ -52,7 +58,11 @@ def test_paper_experiments_match_the_paper_table(tmp_path):
             assert cfg.objective[k] == v, (name, k)
         assert cfg.model.n_hidden == 1000 and cfg.data.batch_size == 100 and cfg.trainer.max_epochs == 300
         assert cfg.optim.lr == 0.01 and cfg.optim.lr_decay == 0.005 and cfg.optim.weight_decay == 1e-4
-        assert (cfg.optim.momentum_initial, cfg.optim.momentum, cfg.optim.momentum_switch_epoch) == (0.33, 0.47, 5)
+        assert (cfg.optim.momentum_initial, cfg.optim.momentum, cfg.optim.momentum_switch_epoch) == (
+            0.33,
+            0.47,
+            5,
+        )
         assert cfg.data._target_.endswith("MNISTHalves")
     hybrid = compose_train(["experiment=paper_mnist_hybrid"], tmp_path).objective
     assert hybrid.minvi.mask_rate == 0.1 and hybrid.nll.k == 10 and hybrid.nll.n_chains == 500

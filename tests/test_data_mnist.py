@@ -24,11 +24,24 @@ def test_full_mnist_splits_and_halves(mnist, shared_data):
     assert {k: len(s) for k, s in mnist.splits.items()} == {"train": 50000, "val": 10000, "test": 10000}
     assert mnist.modality_sizes == {"left": 392, "right": 392}
     # validation = the last 10k of the official train set; test labels as documented
-    assert mnist.splits["test"].labels.sum(0).tolist() == [980, 1135, 1032, 1010, 982, 892, 958, 1028, 974, 1009]
+    assert mnist.splits["test"].labels.sum(0).tolist() == [
+        980,
+        1135,
+        1032,
+        1010,
+        982,
+        892,
+        958,
+        1028,
+        974,
+        1009,
+    ]
     raw = gzip.open(shared_data / "mnist" / "train-images-idx3-ubyte.gz").read()
     img = np.frombuffer(raw, np.uint8, offset=16).reshape(-1, 28, 28)
     val = mnist.splits["val"].modalities
-    torch.testing.assert_close(join_halves(val["left"][:3], val["right"][:3]), torch.from_numpy(img[50000:50003] / 255.0).float())
+    torch.testing.assert_close(
+        join_halves(val["left"][:3], val["right"][:3]), torch.from_numpy(img[50000:50003] / 255.0).float()
+    )
     for x in mnist.splits["train"].modalities.values():
         assert 0.0 <= float(x.min()) and float(x.max()) <= 1.0
 

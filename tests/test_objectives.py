@@ -70,8 +70,10 @@ class RecordingRBM(MultimodalRBM):
 def test_cd_percloss_returns_the_lowest_free_energy_state_seen():
     torch.manual_seed(0)
     model = RecordingRBM({"x": {"size": 6}, "y": {"size": 5}}, n_hidden=7, init_std=1.0).double()
-    v = {"x": torch.bernoulli(torch.full((16, 6), 0.5, dtype=torch.float64)),
-         "y": torch.bernoulli(torch.full((16, 5), 0.5, dtype=torch.float64))}
+    v = {
+        "x": torch.bernoulli(torch.full((16, 6), 0.5, dtype=torch.float64)),
+        "y": torch.bernoulli(torch.full((16, 5), 0.5, dtype=torch.float64)),
+    }
     obj = CDPercLoss(k=6)
     best = obj.lowest_energy_prediction(model, v, "y")
     assert len(model.seen) == 7  # the start state and k chain states

@@ -89,7 +89,10 @@ def test_validation_rejects_exactly_the_out_of_range_values(key, value):
 
 
 @settings(max_examples=50, deadline=None)
-@given(key=st.sampled_from(sorted(RANGES)), value=st.one_of(st.text(max_size=5), st.booleans(), st.lists(st.integers(), max_size=2)))
+@given(
+    key=st.sampled_from(sorted(RANGES)),
+    value=st.one_of(st.text(max_size=5), st.booleans(), st.lists(st.integers(), max_size=2)),
+)
 def test_validation_rejects_values_of_the_wrong_type(key, value):
     with pytest.raises(ConfigError, match="wrong type"):
         validate_config(_nested(key, value))
@@ -115,17 +118,35 @@ class NaNAtStep(MultiPrediction):
 
 def _lit(policy: str) -> MultimodalLitModule:
     return MultimodalLitModule(
-        model={"_target_": "mmvi.models.MultimodalRBM", "modalities": {"left": {"size": 392}, "right": {"size": 392}}, "n_hidden": 16},
+        model={
+            "_target_": "mmvi.models.MultimodalRBM",
+            "modalities": {"left": {"size": 392}, "right": {"size": 392}},
+            "n_hidden": 16,
+        },
         objective={"_target_": "test_reliability.NaNAtStep", "mf_steps": 2, "bptt_steps": 2},
-        optim={"lr": 0.01, "lr_decay": 0.0, "momentum_initial": 0.5, "momentum": 0.5, "momentum_switch_epoch": 0, "weight_decay": 0.0},
+        optim={
+            "lr": 0.01,
+            "lr_decay": 0.0,
+            "momentum_initial": 0.5,
+            "momentum": 0.5,
+            "momentum_switch_epoch": 0,
+            "weight_decay": 0.0,
+        },
         nonfinite={"policy": policy, "backoff": 0.95},
     )
 
 
 def _fit(lit, tmp_path, steps=4):
     dm = MNIST5kHalves(batch_size=50, max_examples={"train": 200, "val": 50, "test": 50})
-    trainer = pl.Trainer(max_epochs=1, limit_train_batches=steps, limit_val_batches=0, logger=False,
-                         enable_checkpointing=False, enable_progress_bar=False, default_root_dir=tmp_path)
+    trainer = pl.Trainer(
+        max_epochs=1,
+        limit_train_batches=steps,
+        limit_val_batches=0,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        default_root_dir=tmp_path,
+    )
     trainer.fit(lit, datamodule=dm)
     return trainer
 
@@ -157,8 +178,12 @@ def test_nonfinite_loss_with_stop_policy_names_step_objective_and_checkpoint(tmp
 
 
 def test_cli_huge_learning_rate_fails_the_run_instead_of_recording_nan(tmp_path):
-    proc = run_cli("mmvi.train", [*SMALL, "optim.lr=1e12", "nonfinite.policy=stop", f"hydra.run.dir={tmp_path}"],
-                   cwd=tmp_path, timeout=180)
+    proc = run_cli(
+        "mmvi.train",
+        [*SMALL, "optim.lr=1e12", "nonfinite.policy=stop", f"hydra.run.dir={tmp_path}"],
+        cwd=tmp_path,
+        timeout=180,
+    )
     assert proc.returncode != 0
     res = json.loads((tmp_path / "results.json").read_text())
     assert res["status"] == "failed"
@@ -191,8 +216,13 @@ def test_killed_run_resumes_to_the_same_metrics(tmp_path):
     import os
 
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    child = subprocess.Popen([sys.executable, "-m", "mmvi.train", *RESUME, f"hydra.run.dir={broken}"],
-                             cwd=tmp_path, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    child = subprocess.Popen(
+        [sys.executable, "-m", "mmvi.train", *RESUME, f"hydra.run.dir={broken}"],
+        cwd=tmp_path,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     first = broken / "checkpoints" / "epoch_000.ckpt"
     deadline = time.time() + 240
     while not first.exists() and time.time() < deadline and child.poll() is None:
@@ -204,18 +234,30 @@ def test_killed_run_resumes_to_the_same_metrics(tmp_path):
     assert status == "running", "the run finished before it could be interrupted"
     assert not (broken / "checkpoints" / "epoch_002.ckpt").exists()
     # resume in the reused folder (no ckpt_path: picks up checkpoints/last.ckpt)
-    proc = run_cli("mmvi.train", [*RESUME, f"hydra.run.dir={broken}", "ckpt_path=last"], cwd=tmp_path, timeout=300)
+    proc = run_cli(
+        "mmvi.train", [*RESUME, f"hydra.run.dir={broken}", "ckpt_path=last"], cwd=tmp_path, timeout=300
+    )
     assert proc.returncode == 0, proc.stderr[-2000:]
     a = json.loads((straight / "results.json").read_text())
     b = json.loads((broken / "results.json").read_text())
     assert b["status"] == "completed"
-    for key in ("classify/err_multimodal", "classify/err_left", "cond_ce/right_given_left", "cond_ce/left_given_right"):
+    for key in (
+        "classify/err_multimodal",
+        "classify/err_left",
+        "cond_ce/right_given_left",
+        "cond_ce/left_given_right",
+    ):
         assert abs(a["metrics"][key] - b["metrics"][key]) <= 1e-4 * max(1.0, abs(a["metrics"][key])), key
 
 
 # ------------------------------------------------------------------ results integrity in a multirun
 def test_failing_job_is_recorded_and_the_other_jobs_complete(tmp_path):
-    proc = run_cli("mmvi.train", ["-m", *SMALL, "optim.lr=0.01,-1", f"hydra.sweep.dir={tmp_path}"], cwd=tmp_path, timeout=240)
+    proc = run_cli(
+        "mmvi.train",
+        ["-m", *SMALL, "optim.lr=0.01,-1", f"hydra.sweep.dir={tmp_path}"],
+        cwd=tmp_path,
+        timeout=240,
+    )
     assert proc.returncode != 0  # the sweep reports the failure
     statuses = {p.parent.name: json.loads(p.read_text()) for p in Path(tmp_path).glob("*/results.json")}
     assert statuses["0"]["status"] == "completed"

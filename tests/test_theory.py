@@ -305,7 +305,9 @@ def test_plot_theorem21(tmp_path):
     for n in (100, 1000):
         for seed in (0, 1):
             x, y = sample_from_table(p, n, seed)
-            rows.append({"objective": "empirical", "n": n, **theorem21_measures(p, empirical_table(x, y, 0.5))})
+            rows.append(
+                {"objective": "empirical", "n": n, **theorem21_measures(p, empirical_table(x, y, 0.5))}
+            )
     out = plot_theorem21(rows, tmp_path / "fig" / "theorem21.png")
     assert out.exists() and out.stat().st_size > 1000
     with pytest.raises(ValueError):

@@ -24,7 +24,12 @@ REQUIRED = [
 def run_cli(module: str, args: list[str], cwd: Path, timeout: int = 300) -> subprocess.CompletedProcess:
     env = {**os.environ, "OMP_NUM_THREADS": "1", "WANDB_SILENT": "true", "HYDRA_FULL_ERROR": "0"}
     return subprocess.run(
-        [sys.executable, "-m", module, *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout
+        [sys.executable, "-m", module, *args],
+        cwd=cwd,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
     )
 
 
@@ -71,8 +76,12 @@ def test_cli_trains_and_writes_complete_results(trained_run):
 def test_eval_cli_reproduces_the_training_run_metrics(trained_run, tmp_path):
     proc = run_cli(
         "mmvi.eval",
-        [f"ckpt_path={trained_run / 'checkpoints' / 'last.ckpt'}", "evaluation.mf_steps=30",
-         "evaluation.n_generation=0", f"hydra.run.dir={tmp_path}"],
+        [
+            f"ckpt_path={trained_run / 'checkpoints' / 'last.ckpt'}",
+            "evaluation.mf_steps=30",
+            "evaluation.n_generation=0",
+            f"hydra.run.dir={tmp_path}",
+        ],
         cwd=tmp_path,
     )
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]

@@ -83,9 +83,16 @@ def check_modalities(c: Mapping) -> None:
         units = (spec or {}).get("units", "bernoulli")
         if units not in UNIT_NAMES:
             raise ConfigError(f"data.modalities.{name}.units={units!r}; allowed: {', '.join(UNIT_NAMES)}")
-        _number(f"data.modalities.{name}.size", (spec or {}).get("size"), lambda x: x >= 1 and x == int(x), "an integer >= 1")
+        _number(
+            f"data.modalities.{name}.size",
+            (spec or {}).get("size"),
+            lambda x: x >= 1 and x == int(x),
+            "an integer >= 1",
+        )
     for key in ("objective.directions", "objective.minvi.directions"):
         dirs = _get(c, key)
         for m in dirs or []:
             if mods and m not in mods:
-                raise ConfigError(f"{key} names modality {m!r}, which the data do not have; allowed: {sorted(mods)}")
+                raise ConfigError(
+                    f"{key} names modality {m!r}, which the data do not have; allowed: {sorted(mods)}"
+                )

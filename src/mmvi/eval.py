@@ -45,7 +45,11 @@ def evaluate_checkpoint(cfg: DictConfig) -> dict[str, float]:
     try:
         pl.seed_everything(int(cfg.seed))
         lit = MultimodalLitModule.load_from_checkpoint(str(ckpt), map_location="cpu")
-        data_cfg = OmegaConf.to_container(cfg.data, resolve=True) if cfg.get("data") else training_config(ckpt)["data"]
+        data_cfg = (
+            OmegaConf.to_container(cfg.data, resolve=True)
+            if cfg.get("data")
+            else training_config(ckpt)["data"]
+        )
         dm = instantiate(data_cfg, _convert_="all")
         dm.setup()
         evaluate = instantiate(cfg.evaluation, _convert_="all")
@@ -53,8 +57,15 @@ def evaluate_checkpoint(cfg: DictConfig) -> dict[str, float]:
         good, bad = finite_metrics(metrics)
         if bad:
             raise FloatingPointError(f"non-finite metrics {bad}")
-        write_results(out_dir, "completed", **meta, checkpoint=str(ckpt), metrics=good, artefacts=artefacts,
-                      duration_s=time.time() - started)
+        write_results(
+            out_dir,
+            "completed",
+            **meta,
+            checkpoint=str(ckpt),
+            metrics=good,
+            artefacts=artefacts,
+            duration_s=time.time() - started,
+        )
         print_summary(out_dir, good, None)
         return good
     except BaseException as exc:

@@ -172,7 +172,11 @@ def train(cfg: DictConfig) -> dict[str, float]:
     except BaseException as exc:
         if zero:
             write_results(
-                out_dir, "failed", **meta, reason=f"{type(exc).__name__}: {exc}", started=started,
+                out_dir,
+                "failed",
+                **meta,
+                reason=f"{type(exc).__name__}: {exc}",
+                started=started,
                 duration_s=time.time() - started,
             )
         raise
@@ -190,7 +194,11 @@ def finish_wandb() -> None:
 
 
 def print_summary(out_dir: Path, metrics: dict, wandb_dir: str | None) -> None:
-    keys = [k for k in metrics if k.startswith(("classify/err_", "classify/map_", "cond_ce/", "cond_nll/", "nll", "retrieval/map_"))]
+    keys = [
+        k
+        for k in metrics
+        if k.startswith(("classify/err_", "classify/map_", "cond_ce/", "cond_nll/", "nll", "retrieval/map_"))
+    ]
     width = max((len(k) for k in keys), default=10)
     lines = ["", "Results"] + [f"  {k:<{width}}  {metrics[k]:.4f}" for k in sorted(keys)]
     lines.append(f"  run folder: {out_dir}")

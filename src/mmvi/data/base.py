@@ -96,7 +96,9 @@ def identity_collate(batch: dict) -> dict:
     return batch
 
 
-def check_values(name: str, x: Tensor, source: str, low: float | None = None, high: float | None = None) -> None:
+def check_values(
+    name: str, x: Tensor, source: str, low: float | None = None, high: float | None = None
+) -> None:
     """Raise :class:`DataError` on NaN/inf or values outside [low, high]."""
     if not torch.isfinite(x).all():
         bad = int((~torch.isfinite(x)).sum())
@@ -198,7 +200,11 @@ class MultimodalDataModule(pl.LightningDataModule):
         ds = SplitDataset(self.splits[split])
         sampler = EpochShuffleSampler(len(ds), self.shuffle_seed) if shuffle else None
         return DataLoader(
-            ds, batch_size=batch_size, sampler=sampler, collate_fn=identity_collate, num_workers=self.num_workers
+            ds,
+            batch_size=batch_size,
+            sampler=sampler,
+            collate_fn=identity_collate,
+            num_workers=self.num_workers,
         )
 
     def train_dataloader(self) -> DataLoader:

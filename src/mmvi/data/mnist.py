@@ -21,10 +21,22 @@ from mmvi.data.files import default_data_dir, read_gzip
 
 # sha256 of the decompressed (canonical) IDX files.
 MNIST_FILES = {
-    "train_images": ("train-images-idx3-ubyte.gz", "ba891046e6505d7aadcbbe25680a0738ad16aec93bde7f9b65e87a2fc25776db"),
-    "train_labels": ("train-labels-idx1-ubyte.gz", "65a50cbbf4e906d70832878ad85ccda5333a97f0f4c3dd2ef09a8a9eef7101c5"),
-    "test_images": ("t10k-images-idx3-ubyte.gz", "0fa7898d509279e482958e8ce81c8e77db3f2f8254e26661ceb7762c4d494ce7"),
-    "test_labels": ("t10k-labels-idx1-ubyte.gz", "ff7bcfd416de33731a308c3f266cc351222c34898ecbeaf847f06e48f7ec33f2"),
+    "train_images": (
+        "train-images-idx3-ubyte.gz",
+        "ba891046e6505d7aadcbbe25680a0738ad16aec93bde7f9b65e87a2fc25776db",
+    ),
+    "train_labels": (
+        "train-labels-idx1-ubyte.gz",
+        "65a50cbbf4e906d70832878ad85ccda5333a97f0f4c3dd2ef09a8a9eef7101c5",
+    ),
+    "test_images": (
+        "t10k-images-idx3-ubyte.gz",
+        "0fa7898d509279e482958e8ce81c8e77db3f2f8254e26661ceb7762c4d494ce7",
+    ),
+    "test_labels": (
+        "t10k-labels-idx1-ubyte.gz",
+        "ff7bcfd416de33731a308c3f266cc351222c34898ecbeaf847f06e48f7ec33f2",
+    ),
 }
 HOW_TO_GET_MNIST = (
     "Get the four MNIST IDX files (train-images-idx3-ubyte.gz, train-labels-idx1-ubyte.gz, "
@@ -54,7 +66,9 @@ def read_idx(path: Path, sha256: str, kind: str) -> np.ndarray:
     magic = int.from_bytes(raw[:4], "big")
     if kind == "images":
         if magic != 2051:
-            raise DataError(f"{path}: not an IDX image file (magic {magic}, expected 2051). {HOW_TO_GET_MNIST}")
+            raise DataError(
+                f"{path}: not an IDX image file (magic {magic}, expected 2051). {HOW_TO_GET_MNIST}"
+            )
         n, rows, cols = (int.from_bytes(raw[4 + 4 * i : 8 + 4 * i], "big") for i in range(3))
         return np.frombuffer(raw, np.uint8, offset=16).reshape(n, rows, cols)
     if magic != 2049:

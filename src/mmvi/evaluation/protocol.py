@@ -30,7 +30,9 @@ def _rest_name(model: MultimodalRBM, m: str) -> str:
 
 
 @torch.no_grad()
-def conditional_ce_metrics(model: MultimodalRBM, split, batch_size: int, steps: int, tol: float | None) -> dict:
+def conditional_ce_metrics(
+    model: MultimodalRBM, split, batch_size: int, steps: int, tol: float | None
+) -> dict:
     """``cond_ce/<m>_given_<rest>`` averaged over the split (nats per example)."""
     device = model.c.device
     totals = {m: 0.0 for m in model.names}
@@ -42,7 +44,9 @@ def conditional_ce_metrics(model: MultimodalRBM, split, batch_size: int, steps: 
     return {f"cond_ce/{m}_given_{_rest_name(model, m)}": totals[m] / n for m in model.names}
 
 
-def classification_metrics(reps: Mapping[str, Mapping[str, torch.Tensor]], dm: MultimodalDataModule, cfg: Mapping) -> dict:
+def classification_metrics(
+    reps: Mapping[str, Mapping[str, torch.Tensor]], dm: MultimodalDataModule, cfg: Mapping
+) -> dict:
     """Linear probe on multimodal train representations, tested on every query type."""
     from mmvi.evaluation import classify
 
@@ -110,14 +114,20 @@ def evaluate(
     if lik.get("enabled", False):
         from mmvi.evaluation.likelihood import likelihood_metrics
 
-        metrics.update(likelihood_metrics(model, dm.splits["test"].modalities, **{k: v for k, v in lik.items() if k != "enabled"}))
+        metrics.update(
+            likelihood_metrics(
+                model, dm.splits["test"].modalities, **{k: v for k, v in lik.items() if k != "enabled"}
+            )
+        )
 
     ret = retrieval or {}
     if ret.get("enabled", False):
         from mmvi.evaluation.retrieval import retrieval_measures
 
         metrics.update(
-            retrieval_measures(reps["test"], reps["test"]["multimodal"], dm.splits["test"].labels, k=int(ret.get("k", 50)))
+            retrieval_measures(
+                reps["test"], reps["test"]["multimodal"], dm.splits["test"].labels, k=int(ret.get("k", 50))
+            )
         )
 
     n_fig = int(n_generation)
@@ -126,8 +136,12 @@ def evaluate(
 
         test = dm.splits["test"]
         path = halves_generation_grid(
-            model, test.modalities["left"][:n_fig], test.modalities["right"][:n_fig], out_dir / "generation.png",
-            steps=steps, tol=tol,
+            model,
+            test.modalities["left"][:n_fig],
+            test.modalities["right"][:n_fig],
+            out_dir / "generation.png",
+            steps=steps,
+            tol=tol,
         )
         artefacts["generation"] = str(path)
     metrics["eval/seconds"] = time.perf_counter() - t0

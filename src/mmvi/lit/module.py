@@ -64,9 +64,16 @@ class MultimodalLitModule(pl.LightningModule):
         self.optim = dict(optim)
         if self.optim["lr"] <= 0:
             raise ValueError(f"optim.lr must be positive, got {self.optim['lr']}")
-        self.nonfinite = {"policy": "backoff", "backoff": 0.95, "max_consecutive": 50, **dict(nonfinite or {})}
+        self.nonfinite = {
+            "policy": "backoff",
+            "backoff": 0.95,
+            "max_consecutive": 50,
+            **dict(nonfinite or {}),
+        }
         if self.nonfinite["policy"] not in NONFINITE_POLICIES:
-            raise ValueError(f"nonfinite.policy must be one of {NONFINITE_POLICIES}, got {self.nonfinite['policy']!r}")
+            raise ValueError(
+                f"nonfinite.policy must be one of {NONFINITE_POLICIES}, got {self.nonfinite['policy']!r}"
+            )
         self.val_mf_steps = int(val_mf_steps)
         self.seed = int(seed)
         # per-epoch learning-rate multiplier lowered by non-finite steps; checkpointed
@@ -138,7 +145,9 @@ class MultimodalLitModule(pl.LightningModule):
         for k, x in logs.items():
             self.log(f"train/{k}", x, on_step=False, on_epoch=True, batch_size=bs, sync_dist=True)
         self.log("train/lr", opt.param_groups[0]["lr"], on_step=False, on_epoch=True, batch_size=bs)
-        self.log("train/momentum", opt.param_groups[0]["momentum"], on_step=False, on_epoch=True, batch_size=bs)
+        self.log(
+            "train/momentum", opt.param_groups[0]["momentum"], on_step=False, on_epoch=True, batch_size=bs
+        )
         return loss.detach()
 
     def _bad_step(self, what: str) -> None:
@@ -146,15 +155,21 @@ class MultimodalLitModule(pl.LightningModule):
         name = type(self.objective).__name__
         self.bad_steps += 1
         self._consecutive_bad += 1
-        last = getattr(getattr(self.trainer, "checkpoint_callback", None), "last_model_path", "") or "none yet"
+        last = (
+            getattr(getattr(self.trainer, "checkpoint_callback", None), "last_model_path", "") or "none yet"
+        )
         where = f"non-finite {what} at step {step} (epoch {self.current_epoch}, batch) with objective {name}"
-        if self.nonfinite["policy"] == "stop" or self._consecutive_bad > int(self.nonfinite["max_consecutive"]):
+        if self.nonfinite["policy"] == "stop" or self._consecutive_bad > int(
+            self.nonfinite["max_consecutive"]
+        ):
             raise NonFiniteError(
                 f"{where}; training stopped (policy={self.nonfinite['policy']}, "
                 f"{self._consecutive_bad} bad steps in a row). Last good checkpoint: {last}"
             )
         self.lr_backoff *= float(self.nonfinite["backoff"])
-        log.warning("%s; step skipped, learning rate x%.3f for the rest of the epoch", where, float(self.lr_backoff))
+        log.warning(
+            "%s; step skipped, learning rate x%.3f for the rest of the epoch", where, float(self.lr_backoff)
+        )
         self.log("train/nonfinite_steps", self.bad_steps.float(), on_step=True, on_epoch=False)
         return None
 

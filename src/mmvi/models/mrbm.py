@@ -141,7 +141,9 @@ class MultimodalRBM(nn.Module):
         return v
 
     # ------------------------------------------------------ missing modalities
-    def missing_scale(self, given: Iterable[str], missing_units: Mapping[str, float] | None = None) -> dict[str, float]:
+    def missing_scale(
+        self, given: Iterable[str], missing_units: Mapping[str, float] | None = None
+    ) -> dict[str, float]:
         """Scale of each given modality's hidden input standing in for missing units.
 
         s = 1 + (number of missing visible units) / (number of given visible units);
@@ -188,7 +190,9 @@ class MultimodalRBM(nn.Module):
         h = self.hidden_probs(v)
         return v, h
 
-    def representation(self, given: Mapping[str, Tensor], steps: int = 100, tol: float | None = 1e-5) -> Tensor:
+    def representation(
+        self, given: Mapping[str, Tensor], steps: int = 100, tol: float | None = 1e-5
+    ) -> Tensor:
         """Joint representation: hidden means with missing modalities inferred by mean-field."""
         if all(m in given for m in self.names):
             return self.hidden_probs({m: given[m] for m in self.names})

@@ -124,9 +124,7 @@ class SoftmaxUnits(Units):
         return v.sum(-1, keepdim=True)
 
 
-UNIT_TYPES: dict[str, type[Units]] = {
-    cls.name: cls for cls in (BernoulliUnits, GaussianUnits, SoftmaxUnits)
-}
+UNIT_TYPES: dict[str, type[Units]] = {cls.name: cls for cls in (BernoulliUnits, GaussianUnits, SoftmaxUnits)}
 
 
 def make_units(name: str) -> Units:
@@ -134,6 +132,4 @@ def make_units(name: str) -> Units:
     try:
         return UNIT_TYPES[name]()
     except KeyError:
-        raise ValueError(
-            f"unknown unit type {name!r}; allowed: {sorted(UNIT_TYPES)}"
-        ) from None
+        raise ValueError(f"unknown unit type {name!r}; allowed: {sorted(UNIT_TYPES)}") from None

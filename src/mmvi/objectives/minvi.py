@@ -27,7 +27,9 @@ def _directions(model: MultimodalRBM, only: list[str] | None) -> list[str]:
     names = list(only) if only else list(model.names)
     unknown = [m for m in names if m not in model.names]
     if unknown:
-        raise ValueError(f"objective.directions names unknown modalities {unknown}; the model has {model.names}")
+        raise ValueError(
+            f"objective.directions names unknown modalities {unknown}; the model has {model.names}"
+        )
     return names
 
 
@@ -51,7 +53,11 @@ class ConditionalCD(Objective):
                 neg = model.gibbs_chain(dict(v), self.k, clamp=clamp)
             neg_f = neg_f + model.free_energy(neg).mean() / len(dirs)
         loss = pos_f.mean() - neg_f
-        return loss, model.hidden_probs({m: v[m] for m in model.names}), {"free_energy": pos_f.detach().mean()}
+        return (
+            loss,
+            model.hidden_probs({m: v[m] for m in model.names}),
+            {"free_energy": pos_f.detach().mean()},
+        )
 
 
 class CDPercLoss(Objective):
@@ -89,7 +95,11 @@ class CDPercLoss(Objective):
             neg[m] = self.lowest_energy_prediction(model, v, m)
             neg_f = neg_f + model.free_energy(neg).mean() / len(dirs)
         loss = pos_f.mean() - neg_f
-        return loss, model.hidden_probs({m: v[m] for m in model.names}), {"free_energy": pos_f.detach().mean()}
+        return (
+            loss,
+            model.hidden_probs({m: v[m] for m in model.names}),
+            {"free_energy": pos_f.detach().mean()},
+        )
 
 
 class MultiPrediction(Objective):

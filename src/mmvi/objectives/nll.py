@@ -43,7 +43,9 @@ class ContrastiveDivergence(Objective):
             return
         self.chain_names = list(model.names)
         for m in model.names:
-            self.register_buffer(f"chains_{m}", torch.zeros(self.n_chains, model.sizes[m], dtype=model.c.dtype))
+            self.register_buffer(
+                f"chains_{m}", torch.zeros(self.n_chains, model.sizes[m], dtype=model.c.dtype)
+            )
         self.register_buffer("chains_ready", torch.zeros((), dtype=torch.bool))
 
     def chains(self) -> dict[str, Tensor]:

@@ -35,7 +35,9 @@ def check_conditionals(x_given_y: Any, y_given_x: Any) -> tuple[np.ndarray, np.n
         sums = t.sum(axis=axis)
         if np.max(np.abs(sums - 1.0)) > STOCH_TOL:
             bad = np.flatnonzero(np.abs(sums - 1.0) > STOCH_TOL).tolist()
-            raise ValueError(f"{name} is not a conditional: sums over {'x' if axis == 0 else 'y'} ≠ 1 at {bad}")
+            raise ValueError(
+                f"{name} is not a conditional: sums over {'x' if axis == 0 else 'y'} ≠ 1 at {bad}"
+            )
     return a, b
 
 
@@ -48,7 +50,9 @@ def check_transition(t: Any, name: str = "T") -> np.ndarray:
         raise ValueError(f"{name} must be finite and non-negative")
     sums = t.sum(axis=0)
     if np.max(np.abs(sums - 1.0)) > STOCH_TOL:
-        raise ValueError(f"{name} is not column-stochastic: column sums range {sums.min():.6g}..{sums.max():.6g}")
+        raise ValueError(
+            f"{name} is not column-stochastic: column sums range {sums.min():.6g}..{sums.max():.6g}"
+        )
     return t
 
 

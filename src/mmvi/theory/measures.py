@@ -140,7 +140,7 @@ def plot_theorem21(
         ax.set_xlabel("n")
         ax.set_title(key.removeprefix("theory/"))
         ax.grid(True, alpha=0.3)
-    for ax in axes[len(measures):]:
+    for ax in axes[len(measures) :]:
         ax.set_visible(False)
     axes[0].legend(fontsize="small")
     path = Path(path)

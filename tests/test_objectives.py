@@ -5,7 +5,6 @@ from __future__ import annotations
 import torch
 
 from helpers import all_binary, split_state, tiny_model
-from mmvi.models.mrbm import MultimodalRBM
 from mmvi.objectives import CDPercLoss, ContrastiveDivergence, Mixture, MultiPrediction, sparsity_penalty
 
 
@@ -54,37 +53,32 @@ def test_mp_truncation_cuts_the_gradient_of_early_steps():
     assert [obj.truncation() for obj.epoch in (0, 19, 20, 45, 200)] == [1, 1, 2, 3, 5]
 
 
-class RecordingRBM(MultimodalRBM):
-    """Records every (state, free energy) evaluated."""
-
-    def __init__(self, *a, **kw):
-        super().__init__(*a, **kw)
-        self.seen: list[tuple[dict, torch.Tensor]] = []
-
-    def free_energy(self, v):
-        f = super().free_energy(v)
-        self.seen.append(({m: x.clone() for m, x in v.items()}, f.detach().clone()))
-        return f
-
-
 def test_cd_percloss_returns_the_lowest_free_energy_state_seen():
-    torch.manual_seed(0)
-    model = RecordingRBM({"x": {"size": 6}, "y": {"size": 5}}, n_hidden=7, init_std=1.0).double()
+    model = tiny_model({"x": 6, "y": 5}, n_hidden=7, std=1.0, seed=9)
+    g = torch.Generator().manual_seed(0)
     v = {
-        "x": torch.bernoulli(torch.full((16, 6), 0.5, dtype=torch.float64)),
-        "y": torch.bernoulli(torch.full((16, 5), 0.5, dtype=torch.float64)),
+        m: torch.bernoulli(torch.full((16, model.sizes[m]), 0.5, dtype=torch.float64), generator=g)
+        for m in model.names
     }
     obj = CDPercLoss(k=6)
+    torch.manual_seed(3)
     best = obj.lowest_energy_prediction(model, v, "y")
-    assert len(model.seen) == 7  # the start state and k chain states
-    states = torch.stack([s["y"] for s, _ in model.seen])  # (k+1, B, n)
-    energies = torch.stack([f for _, f in model.seen])  # (k+1, B)
-    for s, _ in model.seen:
-        assert torch.equal(s["x"], v["x"])  # x clamped
-    idx = energies.argmin(0)
-    expected = states[idx, torch.arange(16)]
+    # replay the same chain (same seed) and score every state with the model's free energy
+    torch.manual_seed(3)
+    h = torch.bernoulli(model.hidden_probs({"x": v["x"]}, model.missing_scale(["x"])))
+    states = [s for s, _ in model.clamped_chain({"x": v["x"]}, "y", model.sample_visible("y", h), 6)]
+    assert len(states) == 7  # the start state and k chain states
+    energies = torch.stack([model.free_energy({"x": v["x"], "y": s}) for s in states])
+    expected = torch.stack(states)[energies.argmin(0), torch.arange(16)]
     torch.testing.assert_close(best, expected)
-    torch.testing.assert_close(model.free_energy({"x": v["x"], "y": best}), energies.min(0).values)
+    assert len({tuple(r) for s in states for r in s.tolist()}) > 16  # the chain moved
+
+
+def test_clamped_chain_energies_are_free_energies():
+    model = tiny_model({"x": 4, "y": 3}, n_hidden=5, std=0.8, seed=10)
+    v = _batch(model)
+    for x, f in model.clamped_chain({"x": v["x"]}, "y", v["y"], 3):
+        torch.testing.assert_close(f, model.free_energy({"x": v["x"], "y": x}))
 
 
 def test_pcd_chains_persist_across_steps_and_live_in_the_state_dict():

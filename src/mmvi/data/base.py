@@ -72,7 +72,10 @@ class SplitDataset(Dataset):
 class EpochShuffleSampler(Sampler[int]):
     """Random order that depends only on (seed, epoch): a resumed run sees the same batches.
 
-    Lightning calls :meth:`set_epoch` before every epoch (and wraps this sampler for DDP).
+    Lightning calls :meth:`set_epoch` before every epoch. Under torch.distributed, rank r of w
+    takes positions r, r + w, r + 2w, … of the permutation (the tail of n mod w examples is
+    dropped), so with a per-rank batch of B/w the union of the ranks' batches is exactly the
+    single-process batch of size B (use ``use_distributed_sampler: false``).
     """
 
     def __init__(self, n: int, seed: int = 0) -> None:
@@ -83,12 +86,22 @@ class EpochShuffleSampler(Sampler[int]):
     def set_epoch(self, epoch: int) -> None:
         self.epoch = int(epoch)
 
+    @staticmethod
+    def _rank_world() -> tuple[int, int]:
+        dist = torch.distributed
+        if dist.is_available() and dist.is_initialized():
+            return dist.get_rank(), dist.get_world_size()
+        return 0, 1
+
     def __len__(self) -> int:
-        return self.n
+        _, world = self._rank_world()
+        return self.n // world
 
     def __iter__(self):
+        rank, world = self._rank_world()
         g = torch.Generator().manual_seed(self.seed * 1_000_003 + self.epoch)
-        return iter(torch.randperm(self.n, generator=g).tolist())
+        perm = torch.randperm(self.n, generator=g)[: (self.n // world) * world]
+        return iter(perm[rank::world].tolist())
 
 
 def identity_collate(batch: dict) -> dict:

@@ -33,6 +33,18 @@ class NonFiniteError(RuntimeError):
     """Training produced NaN/inf and the policy says stop."""
 
 
+def select_rank_state(checkpoint: dict, rank: int) -> None:
+    """Put rank ``rank``'s saved objective buffers into the checkpoint's state dict (in place).
+
+    A checkpoint written by w ranks holds each per-rank buffer stacked as (w, ...); a run resumed
+    with the same number of ranks gets its own slice back, otherwise rank 0's slice is used
+    by every rank (e.g. a DDP checkpoint evaluated in one process).
+    """
+    stacked = checkpoint.get("per_rank_buffers") or {}
+    for key, value in stacked.items():
+        checkpoint["state_dict"][key] = value[rank if rank < value.shape[0] else 0]
+
+
 class MultimodalLitModule(pl.LightningModule):
     """Train a :class:`MultimodalRBM` with any :class:`Objective`.
 
@@ -124,7 +136,7 @@ class MultimodalLitModule(pl.LightningModule):
             group["momentum"] = self.momentum(epoch)
         v = batch["modalities"]
         loss, logs = self.objective(self.model, v)
-        if not torch.isfinite(loss):
+        if self._any_rank(not bool(torch.isfinite(loss))):
             return self._bad_step("loss")
         opt.zero_grad(set_to_none=True)
         self.manual_backward(loss)
@@ -149,6 +161,26 @@ class MultimodalLitModule(pl.LightningModule):
             "train/momentum", opt.param_groups[0]["momentum"], on_step=False, on_epoch=True, batch_size=bs
         )
         return loss.detach()
+
+    def _any_rank(self, flag: bool) -> bool:
+        """True if ``flag`` holds on any DDP rank (every rank then skips the step together)."""
+        if self.trainer.world_size == 1:
+            return flag
+        total = self.trainer.strategy.reduce(torch.tensor(float(flag), device=self.device), reduce_op="sum")
+        return bool(total > 0)
+
+    # ------------------------------------------------------- per-rank state
+    def on_save_checkpoint(self, checkpoint: dict) -> None:
+        """Store every rank's objective buffers (e.g. PCD chains), gathered from all ranks."""
+        if self._trainer is None or self._trainer.world_size == 1:
+            return
+        checkpoint["per_rank_buffers"] = {
+            f"objective.{name}": self.all_gather(buf).cpu() for name, buf in self.objective.named_buffers()
+        }
+
+    def on_load_checkpoint(self, checkpoint: dict) -> None:
+        rank = self.global_rank if self._trainer is not None else 0
+        select_rank_state(checkpoint, rank)
 
     def _bad_step(self, what: str) -> None:
         step = self.global_step

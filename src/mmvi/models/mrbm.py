@@ -9,7 +9,7 @@ conditionals only; objectives turn them into losses.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 
 import torch
 import torch.nn.functional as F
@@ -80,24 +80,28 @@ class MultimodalRBM(nn.Module):
                 raise ValueError(f"modality {m!r} missing; given {sorted(v)}")
 
     # ------------------------------------------------------------- conditionals
-    def hidden_input(self, v: Mapping[str, Tensor], scale: Mapping[str, float] | None = None) -> Tensor:
-        """c·s_c + Σ_m s_m W_mᵀ v_m over the modalities present in ``v``.
-
-        ``scale`` multiplies a modality's input (to stand in for missing modalities,
-        PAPER.md §2); replicated-softmax modalities scale the hidden bias by D.
-        """
-        act = None
-        bias_scale: Tensor | float = 1.0
+    def bottom_up(self, v: Mapping[str, Tensor], scale: Mapping[str, float] | None = None) -> Tensor | float:
+        """Σ_m s_m W_mᵀ v_m over the modalities present in ``v`` (no bias; 0.0 if ``v`` is empty)."""
+        total: Tensor | float = 0.0
         for m, x in v.items():
             term = x @ self.W[m]
             if scale is not None and m in scale:
                 term = term * scale[m]
-            act = term if act is None else act + term
+            total = total + term
+        return total
+
+    def hidden_input(self, v: Mapping[str, Tensor], scale: Mapping[str, float] | None = None) -> Tensor:
+        """c·D + Σ_m s_m W_mᵀ v_m over the modalities present in ``v``.
+
+        ``scale`` multiplies a modality's input (to stand in for missing modalities,
+        PAPER.md §2); a replicated-softmax modality scales the hidden bias by its length D.
+        """
+        bias_scale: Tensor | float = 1.0
+        for m, x in v.items():
             hs = self.units[m].hidden_scale(x)
             if not isinstance(hs, float):
                 bias_scale = hs
-        c = self.c * bias_scale
-        return c if act is None else act + c
+        return self.c * bias_scale + self.bottom_up(v, scale)
 
     def hidden_probs(self, v: Mapping[str, Tensor], scale: Mapping[str, float] | None = None) -> Tensor:
         """P(h = 1 | v) = σ(c + Σ_m W_mᵀ v_m)."""
@@ -139,6 +143,25 @@ class MultimodalRBM(nn.Module):
         for _ in range(steps):
             v, _ = self.gibbs_step(v, clamp)
         return v
+
+    def clamped_chain(
+        self, given: Mapping[str, Tensor], target: str, start: Tensor, steps: int
+    ) -> Iterator[tuple[Tensor, Tensor]]:
+        """Gibbs chain over (h, v_target) with ``given`` clamped (all other modalities).
+
+        Yields ``(v_target, F(given, v_target))`` for the start state and after each of ``steps``
+        sweeps. The clamped modalities' hidden input and energy are computed once, and each
+        state's hidden input serves both its free energy and the next hidden sample.
+        """
+        fixed = self.c + self.bottom_up(given)
+        const = sum(self.units[m].energy(x, self.b[m]) for m, x in given.items())
+        units, W, b = self.units[target], self.W[target], self.b[target]
+        x = start
+        for t in range(steps + 1):
+            act = fixed + x @ W
+            yield x, const + units.energy(x, b) - F.softplus(act).sum(-1)
+            if t < steps:
+                x = self.sample_visible(target, torch.bernoulli(torch.sigmoid(act)))
 
     # ------------------------------------------------------ missing modalities
     def missing_scale(

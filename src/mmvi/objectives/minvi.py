@@ -48,10 +48,10 @@ class ConditionalCD(Objective):
         pos_f = model.free_energy(v)
         neg_f = 0.0
         for m in dirs:
-            clamp = [n for n in model.names if n != m]
+            rest = {n: v[n] for n in model.names if n != m}
             with torch.no_grad():
-                neg = model.gibbs_chain(dict(v), self.k, clamp=clamp)
-            neg_f = neg_f + model.free_energy(neg).mean() / len(dirs)
+                *_, (last, _) = model.clamped_chain(rest, m, v[m], self.k)
+            neg_f = neg_f + model.free_energy({**rest, m: last}).mean() / len(dirs)
         loss = pos_f.mean() - neg_f
         return (
             loss,
@@ -75,14 +75,13 @@ class CDPercLoss(Objective):
         """Per example, the v_m of lowest F(v_rest, v_m) among the k+1 states of the clamped chain."""
         rest = {n: v[n] for n in model.names if n != m}
         h = torch.bernoulli(model.hidden_probs(rest, model.missing_scale(rest)))
-        state = dict(rest)
-        state[m] = model.sample_visible(m, h)
-        best, best_f = state[m], model.free_energy(state)
-        for _ in range(self.k):
-            state, _ = model.gibbs_step(state, clamp=rest.keys())
-            f = model.free_energy(state)
+        best, best_f = None, None
+        for x, f in model.clamped_chain(rest, m, model.sample_visible(m, h), self.k):
+            if best is None:
+                best, best_f = x, f
+                continue
             better = f < best_f
-            best = torch.where(better.unsqueeze(-1), state[m], best)
+            best = torch.where(better.unsqueeze(-1), x, best)
             best_f = torch.where(better, f, best_f)
         return best
 
@@ -149,36 +148,37 @@ class MultiPrediction(Objective):
         return min(self.bptt_steps, 1 + self.epoch // self.grow_every)
 
     def predict(
-        self, model: MultimodalRBM, v: Mapping[str, Tensor], observed: Mapping[str, Tensor]
+        self, model: MultimodalRBM, v: Mapping[str, Tensor], observed: Mapping[str, Tensor | None]
     ) -> tuple[dict[str, Tensor], Tensor]:
-        """Unrolled mean-field given a per-unit observation mask (1 = observed) per modality.
+        """Unrolled mean-field given per-unit observation masks (1 = observed; None = all observed).
 
-        h₀ = σ(c + Σ_m s_m W_mᵀ(o_m ⊙ v_m)) where s_m = 1 + (#unobserved)/(#observed) for fully
-        observed modalities; then T × [v_miss ← E[v | h]; h ← σ(c + Σ W_mᵀ v_m)].
-        Returns the final visible activations (b + W h) per modality and the final h.
+        h₀ = σ(c + Σ_m s_m W_mᵀ(o_m ⊙ v_m)) with s_m = 1 + (#unobserved)/(#units of fully observed
+        modalities) on fully observed modalities; then T × [v_miss ← E[v | h]; h ← σ(c + Σ W_mᵀ v_m)].
+        The input of fully observed modalities is computed once. Returns the final visible
+        activations (b + W h) of the partly observed modalities and the final h.
         """
-        n_obs = {m: o.sum(-1).mean() for m, o in observed.items()}
-        n_total = sum(model.sizes.values())
-        n_seen = sum(float(x) for x in n_obs.values())
-        full = [m for m in model.names if float(n_obs[m]) == model.sizes[m]]
-        s = 1.0 + (n_total - n_seen) / max(sum(model.sizes[m] for m in full), 1)
-        state = {m: observed[m] * v[m] for m in model.names}
-        h = model.hidden_probs(state, {m: s for m in full})
+        full = {m: v[m] for m in model.names if observed[m] is None}
+        part = [m for m in model.names if observed[m] is not None]
+        n_missing = sum(float((1 - observed[m]).sum(-1).mean()) for m in part)
+        s = 1.0 + n_missing / max(sum(model.sizes[m] for m in full), 1)
+        fixed = model.bottom_up(full)
+        h = torch.sigmoid(model.c + s * fixed + model.bottom_up({m: observed[m] * v[m] for m in part}))
         k = self.truncation()
         for t in range(self.mf_steps):
             if k < self.mf_steps and t == self.mf_steps - k:
                 h = h.detach()
-            state = {
-                m: observed[m] * v[m] + (1 - observed[m]) * model.visible_mean(m, h) for m in model.names
-            }
-            h = model.hidden_probs(state)
-        acts = {m: model.visible_input(m, h) for m in model.names}
-        return acts, h
+            state = {m: torch.lerp(model.visible_mean(m, h), v[m], observed[m]) for m in part}
+            h = torch.sigmoid(model.c + fixed + model.bottom_up(state))
+        return {m: model.visible_input(m, h) for m in part}, h
 
-    def sample_masks(self, model: MultimodalRBM, v: Mapping[str, Tensor], target: str) -> dict[str, Tensor]:
+    def sample_masks(
+        self, model: MultimodalRBM, v: Mapping[str, Tensor], target: str
+    ) -> dict[str, Tensor | None]:
+        """Observation masks: ``target`` keeps each unit with probability p·u (u ~ U(0,1) per
+        batch); other modalities are observed (None), or hidden whole with prob. ``p_modality``."""
         ref = v[target]
-        obs = {m: torch.ones_like(v[m]) for m in model.names}
-        q = self.mask_rate * float(torch.rand((), device=ref.device))
+        obs: dict[str, Tensor | None] = {m: None for m in model.names}
+        q = self.mask_rate * float(torch.rand(()))
         obs[target] = torch.bernoulli(torch.full_like(ref, q))
         if self.p_modality > 0:
             for m in model.names:
@@ -195,10 +195,9 @@ class MultiPrediction(Objective):
             observed = self.sample_masks(model, v, m)
             acts, h = self.predict(model, v, observed)
             nll = 0.0
-            for n in model.names:
-                hidden_units = 1 - observed[n]
-                lp = model.units[n].log_prob_units(v[n], acts[n])
-                nll = nll - (hidden_units * lp).sum(-1).mean()
+            for n, act in acts.items():
+                lp = model.units[n].log_prob_units(v[n], act)
+                nll = nll - ((1 - observed[n]) * lp).sum(-1).mean()
             logs[f"mp_nll/{m}"] = nll.detach()
             loss = loss + nll
             hiddens.append(h)

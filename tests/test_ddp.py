@@ -1,0 +1,68 @@
+"""Two-process CPU DDP (gloo) gives the single-process result for the same global batch."""
+
+from __future__ import annotations
+
+import json
+
+import torch
+
+from mmvi.lit.module import select_rank_state
+from test_train_cli import run_cli
+
+COMMON = [
+    "data.max_examples={train:800,val:100,test:200}",
+    "model.n_hidden=32",
+    "objective=minvi_mp",
+    "objective.mask_rate=0.0",  # no random mask: the gradient is a deterministic function of the batch
+    "objective.sparsity_weight=0.0",  # a penalty on the batch mean is not additive over ranks
+    "trainer.max_epochs=2",
+    "~callbacks.rich_progress_bar",
+    "trainer.enable_progress_bar=false",
+    "evaluation.mf_steps=20",
+    "evaluation.n_generation=0",
+    "logger=csv",
+]
+KEYS = [
+    "classify/err_multimodal",
+    "classify/err_left",
+    "classify/err_right",
+    "cond_ce/right_given_left",
+    "cond_ce/left_given_right",
+]
+
+
+def test_two_process_ddp_matches_one_process(tmp_path):
+    one, two = tmp_path / "one", tmp_path / "two"
+    p1 = run_cli("mmvi.train", [*COMMON, "data.batch_size=40", f"hydra.run.dir={one}"], cwd=tmp_path)
+    assert p1.returncode == 0, p1.stderr[-3000:]
+    p2 = run_cli(
+        "mmvi.train",
+        [
+            *COMMON,
+            "trainer=ddp",
+            "trainer.accelerator=cpu",
+            "trainer.devices=2",
+            "data.batch_size=20",
+            f"hydra.run.dir={two}",
+        ],
+        cwd=tmp_path,
+    )
+    assert p2.returncode == 0, p2.stderr[-3000:]
+    a = json.loads((one / "results.json").read_text())["metrics"]
+    b = json.loads((two / "results.json").read_text())["metrics"]
+    for key in KEYS:
+        assert abs(a[key] - b[key]) <= 1e-3 * max(1.0, abs(a[key])), (key, a[key], b[key])
+    # one results file, one run folder: the child process made no second Hydra output
+    assert len(list(tmp_path.glob("**/results.json"))) == 2
+    assert not list(two.glob("**/offline-run-*"))  # csv logger only: no stray wandb runs
+
+
+def test_per_rank_buffers_are_restored_to_their_own_rank():
+    ck = {
+        "state_dict": {"objective.chains_x": torch.zeros(3, 2)},
+        "per_rank_buffers": {"objective.chains_x": torch.stack([torch.zeros(3, 2), torch.ones(3, 2)])},
+    }
+    select_rank_state(ck, 1)
+    assert torch.equal(ck["state_dict"]["objective.chains_x"], torch.ones(3, 2))
+    select_rank_state(ck, 5)  # fewer saved ranks than the resuming run: rank 0's chains
+    assert torch.equal(ck["state_dict"]["objective.chains_x"], torch.zeros(3, 2))

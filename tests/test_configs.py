@@ -82,3 +82,20 @@ def test_unknown_key_and_option_are_rejected(tmp_path):
         compose_train(["objective=not_an_objective"], tmp_path)
     with pytest.raises(ConfigCompositionException, match="learning_rate"):
         compose_train(["optim.learning_rate=0.1"], tmp_path)
+
+
+def test_cluster_and_ddp_configs_compose(tmp_path):
+    cfg = compose_train(["trainer=ddp_slurm", "hydra/launcher=slurm", "trainer.devices=8"], tmp_path)
+    assert cfg.trainer.strategy.broadcast_buffers is False and cfg.trainer.use_distributed_sampler is False
+    assert cfg.trainer.num_nodes == 2
+    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+        full = compose("train", overrides=["trainer=ddp_slurm", "hydra/launcher=slurm", "trainer.devices=8"],
+                       return_hydra_config=True)
+    launcher = full.hydra.launcher
+    assert launcher._target_.endswith("SlurmLauncher")
+    assert (launcher.nodes, launcher.tasks_per_node, launcher.gpus_per_node) == (2, 8, 8)
+    trainer_cfg = OmegaConf.to_container(cfg.trainer, resolve=True)
+    assert trainer_cfg["plugins"][0]["_target_"].endswith("SLURMEnvironment")
+    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+        joblib = compose("train", overrides=["hydra/launcher=joblib"], return_hydra_config=True)
+    assert "JoblibLauncher" in joblib.hydra.launcher._target_

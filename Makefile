@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 export OMP_NUM_THREADS ?= 1
 
 .DEFAULT_GOAL := help
-.PHONY: help install test test-full train lint format bench bench-eval bench-train sweep-mnist sweep-alpha compare sync clean clean-logs
+.PHONY: help install test test-full train lint format bench bench-eval bench-train sweep-mnist sweep-alpha sweep-mask compare sync clean clean-logs
 
 help: ## list the targets
 	@grep -E '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  \033[36m%-14s\033[0m %s\n", $$1, $$2}'
@@ -45,6 +45,18 @@ bench-train: ## training throughput vs the machine's matmul limit
 
 bench-eval: ## retrieval mAP vs torchmetrics; AIS seconds per 1,000 examples
 	$(BIN)/python scripts/bench_eval.py
+
+sweep-mnist: ## Table 1 sweep: 4 objectives x 3 seeds, MNIST halves, joblib (2 workers), then the report; ARGS="trainer.max_epochs=5"
+	PY=$(BIN)/python bash scripts/sweep.sh sweep_mnist_objectives $(ARGS)
+
+sweep-alpha: ## hybrid alpha in {0,0.25,0.5,0.75,1} x 3 seeds, MNIST halves, joblib (2 workers), then the report
+	PY=$(BIN)/python bash scripts/sweep.sh sweep_hybrid_alpha $(ARGS)
+
+sweep-mask: ## MP mask rate x mean-field steps, MNIST halves, joblib (2 workers), then the report
+	PY=$(BIN)/python bash scripts/sweep.sh sweep_mp_mask $(ARGS)
+
+compare: ## comparison report: make compare SWEEP=logs/train/multiruns/<name>/<time> (default: the latest sweep)
+	$(BIN)/python -m mmvi.compare $(or $(SWEEP),$$(ls -dt logs/train/multiruns/*/*/ | head -1))
 
 sync: ## upload offline wandb runs (needs network and `wandb login`)
 	find logs -type d -name 'offline-run-*' -print0 | xargs -0 -r $(BIN)/wandb sync

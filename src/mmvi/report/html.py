@@ -1,0 +1,122 @@
+"""One static ``index.html``: inline CSS, no scripts, images by relative path (opens from file://)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+from html import escape
+
+from mmvi.report.plots import Plot
+from mmvi.report.tables import TextTable
+
+CSS = """
+body { font-family: system-ui, -apple-system, "Segoe UI", Roboto, sans-serif; margin: 1.5em 2em;
+       color: #222; max-width: 1400px; }
+h1 { font-size: 1.6em; margin-bottom: 0.2em; } h2 { margin-top: 1.6em; border-bottom: 1px solid #ccc; }
+h3 { margin-bottom: 0.3em; }
+.meta { color: #555; font-size: 0.9em; }
+table { border-collapse: collapse; margin: 0.5em 0 1em; font-size: 0.88em; }
+th, td { border: 1px solid #ccc; padding: 3px 8px; text-align: left; vertical-align: top; }
+th { background: #f0f3f7; }
+tr:nth-child(even) td { background: #fafafa; }
+td.num { text-align: right; font-variant-numeric: tabular-nums; white-space: nowrap; }
+.PASS { background: #d8f5d8 !important; font-weight: bold; }
+.FAIL { background: #f8d7d7 !important; font-weight: bold; }
+.nodata { background: #eee !important; color: #666; }
+.plots { display: flex; flex-wrap: wrap; gap: 12px; }
+figure { margin: 0; border: 1px solid #ddd; padding: 4px; background: #fff; }
+figure img { max-width: 560px; display: block; }
+figcaption { font-size: 0.8em; color: #555; }
+.note { font-size: 0.85em; color: #555; }
+"""
+
+
+@dataclass
+class Page:
+    """What the report page shows."""
+
+    title: str
+    meta: list[str]
+    tables: list[TextTable]
+    skipped: TextTable
+    claims: TextTable
+    errors: TextTable
+    mirflickr: TextTable
+    plots: list[Plot] = field(default_factory=list)
+    links: list[str] = field(default_factory=list)
+    claim_note: str = ""
+
+
+def looks_numeric(text: str) -> bool:
+    return bool(text) and (text[0].isdigit() or (text[0] in "-−≈" and text[1:2].isdigit()))
+
+
+def _cell(text: str, header: str) -> str:
+    classes = []
+    if header == "verdict":
+        classes.append({"PASS": "PASS", "FAIL": "FAIL"}.get(text, "nodata"))
+    elif looks_numeric(text):
+        classes.append("num")
+    attr = f' class="{" ".join(classes)}"' if classes else ""
+    return f"<td{attr}>{escape(text)}</td>"
+
+
+def html_table(table: TextTable, table_id: str = "", level: int = 3) -> str:
+    """A ``<table>`` (with its title as a heading); ``none`` when it has no rows."""
+    head = f"<h{level}>{escape(table.title)}</h{level}>\n" if table.title else ""
+    if not table.rows:
+        return head + '<p class="note">none</p>\n'
+    ident = f' id="{table_id}"' if table_id else ""
+    header = "".join(f"<th>{escape(h)}</th>" for h in table.headers)
+    rows = "\n".join(
+        "<tr>" + "".join(_cell(c, h) for c, h in zip(row, table.headers)) + "</tr>" for row in table.rows
+    )
+    return f"{head}<table{ident}>\n<thead><tr>{header}</tr></thead>\n<tbody>\n{rows}\n</tbody>\n</table>\n"
+
+
+def figure(plot: Plot) -> str:
+    caption = plot.measure if plot.kind == "bar" else f"{plot.measure} vs {plot.axis}"
+    return (
+        f'<figure><img src="{escape(plot.path)}" alt="{escape(caption)}" loading="eager">'
+        f"<figcaption>{escape(caption)}</figcaption></figure>"
+    )
+
+
+def render(page: Page) -> str:
+    """The whole HTML document."""
+    meta = "".join(f"<div>{escape(m)}</div>" for m in page.meta)
+    links = " · ".join(f'<a href="{escape(x)}">{escape(x)}</a>' for x in page.links)
+    results = "".join(
+        html_table(t, table_id="results" if i == 0 else f"results-{i}") for i, t in enumerate(page.tables)
+    )
+    bars = "".join(figure(p) for p in page.plots if p.kind == "bar")
+    lines = "".join(figure(p) for p in page.plots if p.kind == "line")
+    line_section = f'<h3>Along swept axes</h3>\n<div class="plots">{lines}</div>\n' if lines else ""
+    return f"""<!DOCTYPE html>
+<html lang="en">
+<head>
+<meta charset="utf-8">
+<title>{escape(page.title)}</title>
+<style>{CSS}</style>
+</head>
+<body>
+<h1>{escape(page.title)}</h1>
+<div class="meta">{meta}</div>
+<p class="note">Files: {links}</p>
+<h2>Results: mean ± std over seeds</h2>
+{results or '<p class="note">no completed runs</p>'}
+<h2>Skipped runs</h2>
+<p class="note">Runs that did not complete (failed, crashed or still running, unreadable) are listed here and
+never enter the averages.</p>
+{html_table(replace(page.skipped, title=""), "skipped")}
+<h2>The paper beside ours</h2>
+<p class="note">{escape(page.claim_note)}</p>
+{html_table(page.claims, "claims")}
+{html_table(page.errors, "errors")}
+{html_table(page.mirflickr, "mirflickr")}
+<h2>Plots</h2>
+<h3>By configuration</h3>
+<div class="plots">{bars or '<p class="note">none</p>'}</div>
+{line_section}
+</body>
+</html>
+"""

@@ -1,0 +1,219 @@
+"""Tables of a comparison: runs, mean ± std over seeds per configuration, readable labels, Markdown.
+
+A *configuration* is a run's choices (data, model, objective, experiment) plus the swept overrides
+other than ``seed``; its runs are the repeats (seeds) averaged in the table.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from dataclasses import dataclass
+
+import pandas as pd
+
+from mmvi.report.collect import DEFAULT, KEY_CHOICES, Collection, Skipped, swept_keys
+
+OBJECTIVE_ORDER = ("nll_cd", "nll_pcd", "minvi_ccd", "minvi_cdpl", "minvi_mp", "hybrid")
+MEASURE_ORDER = (
+    "classify/err_",
+    "classify/map_",
+    "classify/precision_",
+    "cond_ce/",
+    "cond_nll/",
+    "nll",
+    "retrieval/map_",
+    "retrieval/precision_",
+    "theory/",
+    "classify/C",
+    "eval/",
+)
+# families of measures: one Markdown table each (title, name prefixes)
+FAMILIES = (
+    ("Classification (linear probe)", ("classify/",)),
+    ("Conditional prediction", ("cond_ce/", "cond_nll/")),
+    ("Likelihood", ("nll",)),
+    ("Retrieval", ("retrieval/",)),
+    ("Theory", ("theory/",)),
+)
+RUN_COLUMNS = ("source", "run_dir", "job_num", "duration_s")
+
+
+@dataclass
+class TextTable:
+    """Header + rows of strings, rendered as Markdown here and as HTML in :mod:`.html`."""
+
+    headers: list[str]
+    rows: list[list[str]]
+    title: str = ""
+
+
+@dataclass
+class Aggregate:
+    """Runs and their per-configuration summary."""
+
+    runs: pd.DataFrame  # one row per completed run
+    table: pd.DataFrame  # one row per configuration: config columns, n, seeds, <m> mean/std/n
+    config_columns: list[str]
+    swept: list[str]
+    measures: list[str]
+
+
+def measure_sort_key(name: str) -> tuple[int, bool, str]:
+    """Families in :data:`MEASURE_ORDER`; within one, the ``multimodal`` query first."""
+    first = not name.endswith("_multimodal")
+    for i, prefix in enumerate(MEASURE_ORDER):
+        if name.startswith(prefix):
+            return i, first, name
+    return len(MEASURE_ORDER), first, name
+
+
+def objective_rank(name: str) -> int:
+    return OBJECTIVE_ORDER.index(name) if name in OBJECTIVE_ORDER else len(OBJECTIVE_ORDER)
+
+
+def measure_label(name: str) -> str:
+    """Readable column header of a metric name (DESIGN.md §4)."""
+    if name.endswith("_stderr"):
+        return measure_label(name.removesuffix("_stderr")) + " s.e."
+    patterns = (
+        (r"classify/err_multimodal", "error, all modalities (%)"),
+        (r"classify/err_(.+)", r"error, \1 only (%)"),
+        (r"classify/map_multimodal", "probe mAP, all modalities"),
+        (r"classify/map_(.+)", r"probe mAP, \1 only"),
+        (r"classify/precision_at_(\d+)_(.+)", r"probe P@\1, \2"),
+        (r"classify/C", "probe C"),
+        (r"cond_ce/(.+)_given_(.+)", r"CE(\1 | \2) (nats)"),
+        (r"cond_nll/vi", "VI: Σ −log P(m | rest) (nats)"),
+        (r"cond_nll/(.+)_given_rest", r"−log P(\1 | rest) (nats)"),
+        (r"nll", "−log P(v) (nats)"),
+        (r"retrieval/map_(.+)", r"retrieval mAP, \1"),
+        (r"retrieval/precision_at_(\d+)_(.+)", r"retrieval P@\1, \2"),
+        (r"eval/seconds", "evaluation time (s)"),
+    )
+    for pattern, label in patterns:
+        if re.fullmatch(pattern, name):
+            return re.sub(pattern, label, name)
+    return name
+
+
+def runs_frame(collection: Collection) -> tuple[pd.DataFrame, list[str], list[str]]:
+    """One row per completed run; also the configuration columns and the measure names."""
+    swept = swept_keys(collection.runs)
+    records = [
+        {
+            **{c: run.choices.get(c, "") for c in KEY_CHOICES},
+            **{k: run.overrides.get(k, DEFAULT) for k in swept},
+            "seed": run.seed,
+            **run.metrics,
+            "source": run.source,
+            "run_dir": run.run_dir,
+            "job_num": run.job_num,
+            "duration_s": run.duration_s,
+        }
+        for run in collection.runs
+    ]
+    measures = sorted({m for run in collection.runs for m in run.metrics}, key=measure_sort_key)
+    config_columns = [*KEY_CHOICES, *swept]
+    columns = [*config_columns, "seed", *measures, *RUN_COLUMNS]
+    df = pd.DataFrame.from_records(records, columns=columns)
+    return sort_configurations(df, config_columns), config_columns, swept
+
+
+def sort_configurations(df: pd.DataFrame, config_columns: list[str]) -> pd.DataFrame:
+    """Rows ordered by data, model, objective (paper order), experiment, swept values (numeric first)."""
+    if df.empty:
+        return df
+    keys = df[config_columns].astype(str).copy()
+    keys["objective"] = df["objective"].map(objective_rank).astype(str).str.zfill(3) + df["objective"]
+    by = list(keys.columns)
+    numeric = {c: pd.to_numeric(df[c], errors="coerce") for c in config_columns[len(KEY_CHOICES) :]}
+    for c, values in numeric.items():
+        if values.notna().all():
+            keys[c] = values
+    extra = ["seed"] if "seed" in df else []
+    order = pd.concat([keys, df[extra]], axis=1).sort_values(by + extra, kind="stable").index
+    return df.loc[order].reset_index(drop=True)
+
+
+def aggregate(collection: Collection) -> Aggregate:
+    """Mean, std (ddof = 1; blank when n = 1) and n over seeds of every measure, per configuration."""
+    runs, config_columns, swept = runs_frame(collection)
+    measures = [c for c in runs.columns if c not in (*config_columns, "seed", *RUN_COLUMNS)]
+    if runs.empty:
+        return Aggregate(
+            runs, pd.DataFrame(columns=[*config_columns, "n", "seeds"]), config_columns, swept, []
+        )
+    grouped = runs.groupby(config_columns, sort=False, dropna=False)
+    stats = grouped[measures].agg(["mean", "std", "count"])
+    stats.columns = [f"{m} {s.replace('count', 'n')}" for m, s in stats.columns]
+    head = grouped.agg(
+        n=("seed", "size"), seeds=("seed", lambda s: " ".join(str(int(x)) for x in sorted(s.dropna())))
+    )
+    table = pd.concat([head, stats], axis=1).reset_index()
+    return Aggregate(runs, table, config_columns, swept, measures)
+
+
+def fmt_number(x: float, digits: int = 4) -> str:
+    if x is None or not math.isfinite(x):
+        return ""
+    return f"{x:.{digits}g}"
+
+
+def fmt_mean_std(mean: float, std: float, n: int | float, n_group: int) -> str:
+    """``mean ± std`` (std blank for a single run); ``–`` when the measure is missing."""
+    if not n or not math.isfinite(mean):
+        return "–"
+    text = fmt_number(mean) if not math.isfinite(std) else f"{fmt_number(mean)} ± {fmt_number(std, 2)}"
+    return text if int(n) == n_group else f"{text} (n={int(n)})"
+
+
+def shown_config_columns(agg: Aggregate) -> list[str]:
+    """Configuration columns worth a header: objective always, the others when not all blank."""
+    table = agg.table
+    return [c for c in agg.config_columns if c == "objective" or (table[c].astype(str).str.len() > 0).any()]
+
+
+def family_of(measure: str) -> str:
+    for title, prefixes in FAMILIES:
+        if measure.startswith(prefixes):
+            return title
+    return "Other"
+
+
+def measure_tables(agg: Aggregate, measures: list[str] | None = None) -> list[TextTable]:
+    """One readable table per family of measures: configuration columns, n, mean ± std."""
+    measures = agg.measures if measures is None else measures
+    config = shown_config_columns(agg)
+    families: dict[str, list[str]] = {}
+    for m in measures:
+        families.setdefault(family_of(m), []).append(m)
+    tables = []
+    for title, names in families.items():
+        rows = [
+            [str(row[c]) for c in config]
+            + [str(int(row["n"]))]
+            + [fmt_mean_std(row[f"{m} mean"], row[f"{m} std"], row[f"{m} n"], int(row["n"])) for m in names]
+            for _, row in agg.table.iterrows()
+        ]
+        tables.append(TextTable([*config, "n", *map(measure_label, names)], rows, title))
+    return tables
+
+
+def skipped_table(skipped: list[Skipped]) -> TextTable:
+    return TextTable(
+        ["run", "status", "reason"], [[s.source, s.status, s.reason] for s in skipped], "Skipped runs"
+    )
+
+
+def escape_md(text: str) -> str:
+    return str(text).replace("|", "\\|").replace("\n", " ")
+
+
+def to_markdown(table: TextTable, level: int = 2) -> str:
+    """A GitHub-flavoured Markdown table (with its title as a heading when it has one)."""
+    lines = [f"{'#' * level} {table.title}", ""] if table.title else []
+    lines.append("| " + " | ".join(map(escape_md, table.headers)) + " |")
+    lines.append("|" + "|".join(" --- " for _ in table.headers) + "|")
+    lines += ["| " + " | ".join(map(escape_md, row)) + " |" for row in table.rows]
+    return "\n".join(lines) + "\n"

@@ -1,0 +1,329 @@
+"""The comparison report on one real 2 objectives × 2 seeds multirun (plus a failed and a crashed run).
+
+Checks the tables, plots, the skipped-run listing, the claim check, the sweep presets, and that the
+static ``index.html`` renders in headless Chromium (screenshot + DOM).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from hydra import compose, initialize_config_dir
+from PIL import Image
+
+from mmvi.compare import compare, main
+from mmvi.utils import write_results
+
+REPO = Path(__file__).resolve().parents[1]
+CONF = REPO / "conf"
+OBJECTIVES = ("minvi_mp", "nll_cd")
+SWEEP_ARGS = [
+    "-m",
+    f"objective={','.join(OBJECTIVES)}",
+    "seed=0,1",
+    "data=mnist5k",
+    "data.max_examples={train:300,val:100,test:100}",
+    "model.n_hidden=32",
+    "trainer.max_epochs=1",
+    "evaluation.mf_steps=20",
+    "evaluation.n_generation=0",
+    "logger=csv",
+    "callbacks=none",
+]
+BROWSERS = ("chromium", "chromium-browser", "google-chrome", "google-chrome-stable")
+
+
+def env() -> dict[str, str]:
+    return {**os.environ, "OMP_NUM_THREADS": "1", "WANDB_SILENT": "true", "WANDB_MODE": "offline"}
+
+
+@pytest.fixture(scope="module")
+def sweep(tmp_path_factory) -> Path:
+    """A real multirun (4 jobs) + one failed and one crashed ('running') run folder."""
+    work = tmp_path_factory.mktemp("sweep")
+    sweep_dir = work / "multirun"
+    proc = subprocess.run(
+        [sys.executable, "-m", "mmvi.train", *SWEEP_ARGS, f"hydra.sweep.dir={sweep_dir}"],
+        cwd=work,
+        env=env(),
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    write_results(sweep_dir / "failed_job", "failed", reason="FloatingPointError: loss is nan", choices={})
+    write_results(sweep_dir / "crashed_job", "running", choices={"objective": "minvi_mp"})
+    return sweep_dir
+
+
+@pytest.fixture(scope="module")
+def report(sweep) -> tuple[Path, str]:
+    """``python -m mmvi.compare <sweep>`` as a user runs it: (report folder, console output)."""
+    proc = subprocess.run(
+        [sys.executable, "-m", "mmvi.compare", str(sweep)],
+        env=env(),
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    return sweep / "report", proc.stdout
+
+
+def measures_of(table: pd.DataFrame) -> list[str]:
+    return [c.removesuffix(" mean") for c in table.columns if c.endswith(" mean")]
+
+
+def test_table_has_one_row_per_objective_with_two_seeds(report):
+    out, _ = report
+    table = pd.read_csv(out / "table.csv", keep_default_na=False, na_values=[""])
+    assert sorted(table["objective"]) == sorted(OBJECTIVES)
+    assert list(table["n"]) == [2, 2]
+    assert set(table["seeds"]) == {"0 1"}
+    measures = measures_of(table)
+    for key in (
+        "classify/err_multimodal",
+        "classify/err_left",
+        "classify/err_right",
+        "cond_ce/right_given_left",
+    ):
+        assert key in measures, key
+    for m in measures:
+        assert (table[f"{m} n"] == 2).all(), m
+        assert np.isfinite(table[f"{m} mean"]).all() and np.isfinite(table[f"{m} std"]).all(), m
+    runs = pd.read_csv(out / "runs.csv")
+    assert len(runs) == 4 and sorted(runs["seed"]) == [0, 0, 1, 1]
+    # mean and std (ddof = 1) agree with the runs
+    for objective, group in runs.groupby("objective"):
+        row = table[table["objective"] == objective].iloc[0]
+        values = group["classify/err_left"].to_numpy()
+        assert math.isclose(row["classify/err_left mean"], values.mean(), rel_tol=1e-9)
+        assert math.isclose(row["classify/err_left std"], values.std(ddof=1), rel_tol=1e-9, abs_tol=1e-12)
+
+
+def test_incomplete_runs_are_skipped_and_listed(report):
+    out, console = report
+    skipped = pd.read_csv(out / "skipped.csv")
+    by_status = dict(zip(skipped["status"], skipped["reason"]))
+    assert set(by_status) == {"failed", "running"}
+    assert "loss is nan" in by_status["failed"] and "incomplete" in by_status["running"]
+    for name in ("failed_job", "crashed_job"):
+        assert name in console
+        assert name in (out / "table.md").read_text()
+        assert not pd.read_csv(out / "runs.csv")["run_dir"].str.contains(name).any()
+
+
+def test_markdown_tables_and_paper_figures(report):
+    out, _ = report
+    md = (out / "table.md").read_text()
+    assert (
+        "| objective |" in md
+        and "error, left only (%)" in md
+        and "CE(right | left)" in md.replace("\\|", "|")
+    )
+    assert md.count("minvi_mp") >= 1 and "±" in md
+    paper = (out / "paper.md").read_text()
+    for number in ("0.609", "0.531", "0.686", "≈0.6", "not run", "recalled from the literature"):
+        assert number in paper, number
+    claims = [line for line in paper.splitlines() if line.startswith("| mnist5k / mrbm |")]
+    assert len(claims) == 3
+    assert all(line.rstrip(" |").endswith(("PASS", "FAIL")) for line in claims), claims
+
+
+def test_every_measure_has_a_plot(report):
+    out, _ = report
+    table = pd.read_csv(out / "table.csv")
+    plots = sorted((out / "plots").glob("bar_*.png"))
+    measures = [m for m in measures_of(table) if not m.endswith("_stderr")]
+    assert len(plots) == len(measures)
+    for path in plots:
+        assert path.stat().st_size > 5_000, path
+    assert not list((out / "plots").glob("line_*.png"))  # no numeric axis swept here
+
+
+def browser() -> str:
+    for name in BROWSERS:
+        path = shutil.which(name)
+        if path:
+            return path
+    pytest.fail(
+        "no headless browser found (looked for " + ", ".join(BROWSERS) + "); install one with "
+        "`sudo apt-get install -y chromium` or `bash scripts/ensure_chromium.sh`"
+    )
+
+
+def test_index_html_renders_in_headless_chromium(report, tmp_path):
+    out, _ = report
+    index = out / "index.html"
+    html = index.read_text()
+    assert "<script" not in html and "http://" not in html and "https://" not in html
+    flags = ["--headless=new", "--no-sandbox", "--disable-gpu", "--window-size=1280,2000"]
+    url = index.resolve().as_uri()
+    dom = subprocess.run([browser(), *flags, "--dump-dom", url], capture_output=True, text=True, timeout=60)
+    assert dom.returncode == 0, dom.stderr[-2000:]
+    for text in ('<table id="results">', "error, left only (%)", "minvi_mp", "nll_cd", "loss is nan", "PASS"):
+        assert text in dom.stdout or text in dom.stdout.replace("&amp;", "&"), text
+    shot = tmp_path / "report.png"
+    proc = subprocess.run(
+        [browser(), *flags, f"--screenshot={shot}", url], capture_output=True, text=True, timeout=60
+    )
+    assert proc.returncode == 0 and shot.is_file(), proc.stderr[-2000:]
+    assert shot.stat().st_size > 20_000
+    with Image.open(shot) as img:
+        assert img.size == (1280, 2000)
+        # the page is not blank: many distinct colours (text, table shading, plots)
+        assert len(img.convert("RGB").getcolors(maxcolors=1 << 20) or []) > 50
+
+
+def test_notebook_runs_on_the_sweep(sweep, tmp_path):
+    nb = REPO / "notebooks" / "compare.ipynb"
+    proc = subprocess.run(
+        [sys.executable, "-m", "pytest", "--nbmake", str(nb), "-q", "-p", "no:cacheprovider"],
+        env={**env(), "MMVI_COMPARE_DIR": str(sweep), "MMVI_COMPARE_OUT": str(tmp_path / "nb_report")},
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=tmp_path,
+    )
+    assert proc.returncode == 0, proc.stdout[-3000:]
+    assert (tmp_path / "nb_report" / "index.html").is_file()
+
+
+def fake_run(folder: Path, objective: str, seed: int, overrides: list[str], metrics: dict) -> None:
+    write_results(
+        folder,
+        "completed",
+        metrics=metrics,
+        choices={"data": "mnist5k", "model": "mrbm", "objective": objective, "experiment": None},
+        overrides=[f"objective={objective}", f"seed={seed}", "model.n_hidden=32", *overrides],
+        config={"seed": seed},
+    )
+
+
+def test_swept_numeric_axis_gives_line_plots_and_claims(tmp_path):
+    """A synthetic alpha sweep: one row per alpha, lines along objective.alpha, std blank for n = 1."""
+    rng = np.random.default_rng(0)
+    job = 0
+    for objective, single, seeds in (("nll_pcd", 20.0, 2), ("minvi_mp", 9.0, 2)):
+        for seed in range(seeds):
+            errs = {"classify/err_left": single + rng.random(), "classify/err_right": single + rng.random()}
+            fake_run(
+                tmp_path / str(job),
+                objective,
+                seed,
+                [],
+                {"classify/err_multimodal": 5 + rng.random(), **errs},
+            )
+            job += 1
+    for alpha in (0, 0.5, 1):
+        errs = {"classify/err_left": 20 - 10 * alpha, "classify/err_right": 21 - 10 * alpha}
+        fake_run(
+            tmp_path / str(job),
+            "hybrid",
+            0,
+            [f"objective.alpha={alpha}"],
+            {"classify/err_multimodal": 5.0, **errs},
+        )
+        job += 1
+    (tmp_path / "broken").mkdir()
+    (tmp_path / "broken" / "results.json").write_text("{not json")
+    rep = compare([tmp_path], out=tmp_path / "out")
+    table = rep.aggregate.table
+    assert len(table) == 5 and "objective.alpha" in table
+    hybrid = table[table["objective"] == "hybrid"]
+    assert (
+        list(hybrid["objective.alpha"]) == ["0", "0.5", "1"] and hybrid["classify/err_left std"].isna().all()
+    )
+    assert [s.status for s in rep.collection.skipped] == ["unreadable"]
+    lines = sorted(p.path for p in rep.plots if p.kind == "line")
+    assert "plots/line_objective.alpha__classify-err_left.png" in lines
+    paper = (tmp_path / "out" / "paper.md").read_text()
+    verdicts = [
+        line.rsplit("|", 2)[-2].strip() for line in paper.splitlines() if line.startswith("| mnist5k")
+    ]
+    assert verdicts[:3] == ["PASS", "PASS", "PASS"]
+
+
+def test_wandb_source_fails_fast_with_a_clear_message(tmp_path, monkeypatch, capsys):
+    monkeypatch.delenv("WANDB_API_KEY", raising=False)
+    monkeypatch.delenv("WANDB_MODE", raising=False)
+    monkeypatch.setenv("NETRC", str(tmp_path / "netrc"))
+    assert main(["--wandb", "someone/mmvi", "--timeout", "2"]) == 2
+    assert "not logged in" in capsys.readouterr().err
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    assert main(["--wandb", "someone/mmvi"]) == 2
+    assert "offline" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    ("preset", "params"),
+    [
+        (
+            "experiment=sweep_mnist_objectives",
+            {"objective": "nll_pcd,minvi_cdpl,minvi_mp,hybrid", "seed": "0,1,2"},
+        ),
+        ("experiment=sweep_hybrid_alpha", {"objective.alpha": "0,0.25,0.5,0.75,1", "seed": "0,1,2"}),
+        (
+            "experiment=sweep_mp_mask",
+            {"objective.mask_rate": "0.1,0.25,0.5,0.75", "objective.mf_steps": "1,5,10"},
+        ),
+    ],
+)
+def test_sweep_presets_compose_as_multiruns(preset, params):
+    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+        cfg = compose("train", overrides=[preset, "trainer.max_epochs=1"], return_hydra_config=True)
+    assert str(cfg.hydra.mode).endswith("MULTIRUN")
+    for key, value in params.items():
+        assert str(cfg.hydra.sweeper.params[key]) == value
+    assert cfg.data._target_.endswith("MNISTHalves") and cfg.trainer.max_epochs == 1
+    assert cfg.sweep_name == preset.split("=")[1]
+
+
+def test_optuna_search_composes():
+    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+        cfg = compose("train", overrides=["+hparams_search=mnist_optuna"], return_hydra_config=True)
+    sweeper = cfg.hydra.sweeper
+    assert sweeper._target_.endswith("OptunaSweeper") and sweeper.direction == "minimize"
+    assert set(sweeper.params) == {"optim.lr", "objective.sparsity_weight", "objective.mask_rate"}
+    assert cfg.objective._target_.endswith("MultiPrediction") and cfg.optimized_metric == "classify/err_left"
+
+
+def test_results_json_written_by_train_is_what_compare_reads(sweep):
+    res = json.loads(next(sweep.glob("0/results.json")).read_text())
+    assert res["status"] == "completed" and "objective=minvi_mp" in res["overrides"]
+
+
+def test_wandb_runs_convert_like_run_folders():
+    from types import SimpleNamespace
+
+    from mmvi.report.collect import Run, Skipped
+    from mmvi.report.wandb_source import run_from_wandb
+
+    config = {
+        "seed": 1,
+        "choices": {"data": "mnist", "model": "mrbm", "objective": "hybrid", "experiment": None},
+        "objective": {"alpha": 0.25, "minvi": {"mask_rate": 0.1}},
+        "paths": {"output_dir": "/somewhere"},
+    }
+    summary = {"classify/err_left": 12.5, "train/loss": 3.0, "_step": 7, "epoch": 4, "nll": float("nan")}
+    run = run_from_wandb(
+        SimpleNamespace(path=["e", "p", "id1"], state="finished", config=config, summary=summary)
+    )
+    assert isinstance(run, Run) and run.seed == 1 and run.choices["objective"] == "hybrid"
+    assert run.metrics == {"classify/err_left": 12.5}
+    assert run.overrides["objective.alpha"] == "0.25" and not any(
+        k.startswith("paths") for k in run.overrides
+    )
+    crashed = run_from_wandb(
+        SimpleNamespace(path=["e", "p", "id2"], state="crashed", config=config, summary={})
+    )
+    assert isinstance(crashed, Skipped) and crashed.status == "crashed"

@@ -25,13 +25,13 @@ from omegaconf import DictConfig, OmegaConf
 
 from mmvi.config_check import ConfigError, validate_config
 from mmvi.data.base import DataError, MultimodalDataModule
-from mmvi.lit.module import MultimodalLitModule
+from mmvi.lit.module import MultimodalLitModule, NonFiniteError
 from mmvi.utils import finite_metrics, write_json_atomic, write_results
 
 log = logging.getLogger(__name__)
 
-# errors caused by the user's config or files: reported as one message, no traceback
-USER_ERRORS = (ConfigError, DataError, FileNotFoundError)
+# errors of the user's config, files or training run: reported as one message, no traceback
+USER_ERRORS = (ConfigError, DataError, FileNotFoundError, NonFiniteError)
 
 
 def is_global_zero() -> bool:

@@ -116,7 +116,12 @@ class MultimodalLitModule(pl.LightningModule):
         switch = int(self.optim["momentum_switch_epoch"])
         return float(self.optim["momentum_initial"] if epoch < switch else self.optim["momentum"])
 
-    def on_train_epoch_start(self) -> None:
+    def begin_epoch(self) -> None:
+        """Per-epoch state, set at the epoch's first batch.
+
+        (Lightning skips ``on_train_epoch_start`` for the first epoch after a resume from an
+        end-of-epoch checkpoint, so this runs from ``training_step`` instead.)
+        """
         torch.manual_seed(self.seed * 1_000_003 + 7919 * self.global_rank + self.current_epoch)
         self.lr_backoff.fill_(1.0)
         self.objective.set_epoch(self.current_epoch)
@@ -129,6 +134,8 @@ class MultimodalLitModule(pl.LightningModule):
         self.objective.set_epoch(self.current_epoch)
 
     def training_step(self, batch: dict, batch_idx: int) -> Tensor | None:
+        if batch_idx == 0:
+            self.begin_epoch()
         opt = self.optimizers()
         epoch = self.current_epoch
         for group in opt.param_groups:
@@ -137,20 +144,20 @@ class MultimodalLitModule(pl.LightningModule):
         v = batch["modalities"]
         loss, logs = self.objective(self.model, v)
         if self._any_rank(not bool(torch.isfinite(loss))):
-            return self._bad_step("loss")
+            return self._bad_step("loss", batch_idx)
         opt.zero_grad(set_to_none=True)
         self.manual_backward(loss)
         params = list(self.model.parameters())
         if not all(torch.isfinite(p.grad).all() for p in params if p.grad is not None):
             opt.zero_grad(set_to_none=True)
-            return self._bad_step("gradient")
+            return self._bad_step("gradient", batch_idx)
         before = [p.detach().clone() for p in params]
         opt.step()
         if not all(torch.isfinite(p).all() for p in params):
             with torch.no_grad():
                 for p, old in zip(params, before):
                     p.copy_(old)
-            return self._bad_step("parameter")
+            return self._bad_step("parameter", batch_idx)
         self._consecutive_bad = 0
         bs = next(iter(v.values())).shape[0]
         self.log("train/loss", loss.detach(), on_step=False, on_epoch=True, batch_size=bs, sync_dist=True)
@@ -182,7 +189,7 @@ class MultimodalLitModule(pl.LightningModule):
         rank = self.global_rank if self._trainer is not None else 0
         select_rank_state(checkpoint, rank)
 
-    def _bad_step(self, what: str) -> None:
+    def _bad_step(self, what: str, batch_idx: int) -> None:
         step = self.global_step
         name = type(self.objective).__name__
         self.bad_steps += 1
@@ -190,7 +197,7 @@ class MultimodalLitModule(pl.LightningModule):
         last = (
             getattr(getattr(self.trainer, "checkpoint_callback", None), "last_model_path", "") or "none yet"
         )
-        where = f"non-finite {what} at step {step} (epoch {self.current_epoch}, batch) with objective {name}"
+        where = f"non-finite {what} at step {step} (epoch {self.current_epoch}, batch {batch_idx}) with objective {name}"
         if self.nonfinite["policy"] == "stop" or self._consecutive_bad > int(
             self.nonfinite["max_consecutive"]
         ):

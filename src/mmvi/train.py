@@ -86,6 +86,11 @@ def instantiate_dict(nodes: DictConfig | None) -> list:
 
 
 def build_lit_module(cfg: DictConfig) -> MultimodalLitModule:
+    if "MultimodalRBM" not in str(cfg.model.get("_target_", "")):
+        raise ConfigError(
+            f"model={cfg.model.get('_target_')} is trained in stages: run python -m mmvi.deep.pipeline "
+            "with the same overrides (mmvi.train trains model=mrbm)"
+        )
     resolved = OmegaConf.to_container(cfg, resolve=True)
     return MultimodalLitModule(
         model=resolved["model"],

@@ -3,6 +3,9 @@
     E(v, h) = Σ_m E_m(v_m) − Σ_m v_mᵀ W_m h − cᵀh
     F(v)    = Σ_m E_m(v_m) − Σ_k softplus(c_k + Σ_m (W_mᵀ v_m)_k)
 
+The hidden layer may instead be stepped-sigmoid (``hidden_units="stepped_sigmoid"``,
+:mod:`mmvi.models.hidden_units`): softplus above becomes that type's log-partition and σ its mean.
+
 Visibles are passed as ``{name: tensor (batch, n_m)}``. The model knows energies and
 conditionals only; objectives turn them into losses.
 """
@@ -15,18 +18,21 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from mmvi.models.units import Units, make_units
+from mmvi.models.hidden_units import make_hidden_units
+from mmvi.models.units import UNIT_OPTIONS, Units, make_units
 
 Visibles = dict[str, Tensor]
 
 
 class MultimodalRBM(nn.Module):
-    """RBM over any number of named modalities with a shared Bernoulli hidden layer.
+    """RBM over any number of named modalities with a shared (by default Bernoulli) hidden layer.
 
     Args:
         modalities: ``{name: {"size": int, "units": "bernoulli"|"gaussian"|"softmax"}}``.
         n_hidden: number of hidden units.
         init_std: std of the N(0, init_std²) weight initialisation (paper: 0.01).
+        hidden_units: ``"bernoulli"`` (default), ``"stepped_sigmoid"`` or
+            ``{"type": ..., "n_steps": 5, "sample_mode": "exact"}``.
     """
 
     def __init__(
@@ -34,6 +40,7 @@ class MultimodalRBM(nn.Module):
         modalities: Mapping[str, Mapping],
         n_hidden: int,
         init_std: float = 0.01,
+        hidden_units: str | Mapping = "bernoulli",
     ) -> None:
         super().__init__()
         if not modalities:
@@ -43,8 +50,12 @@ class MultimodalRBM(nn.Module):
         self.names: list[str] = list(modalities)
         self.sizes: dict[str, int] = {m: int(spec["size"]) for m, spec in modalities.items()}
         self.units: dict[str, Units] = {
-            m: make_units(str(spec.get("units", "bernoulli"))) for m, spec in modalities.items()
+            m: make_units(
+                str(spec.get("units", "bernoulli")), **{k: spec[k] for k in UNIT_OPTIONS if k in spec}
+            )
+            for m, spec in modalities.items()
         }
+        self.hidden: Units = make_hidden_units(hidden_units)
         self.n_hidden = int(n_hidden)
         self.W = nn.ParameterDict(
             {m: nn.Parameter(init_std * torch.randn(n, n_hidden)) for m, n in self.sizes.items()}
@@ -63,6 +74,8 @@ class MultimodalRBM(nn.Module):
                 self.b[m].copy_(torch.log(mu) - torch.log1p(-mu))
             elif self.units[m].name == "gaussian":
                 self.b[m].copy_(mu)
+            elif hasattr(self.units[m], "bias_from_mean"):
+                self.b[m].copy_(self.units[m].bias_from_mean(mu))
             else:
                 self.b[m].copy_(torch.log(mu.clamp_min(1e-6) / mu.clamp_min(1e-6).sum()))
 
@@ -90,22 +103,26 @@ class MultimodalRBM(nn.Module):
             total = total + term
         return total
 
+    def hidden_bias(self, v: Mapping[str, Tensor]) -> Tensor:
+        """c, scaled by the document length D when a replicated-softmax modality is in ``v``."""
+        bias_scale: Tensor | float = 1.0
+        for m, x in v.items():
+            hs = self.units[m].hidden_scale(x)
+            if not isinstance(hs, float):
+                bias_scale = hs
+        return self.c * bias_scale
+
     def hidden_input(self, v: Mapping[str, Tensor], scale: Mapping[str, float] | None = None) -> Tensor:
         """c·D + Σ_m s_m W_mᵀ v_m over the modalities present in ``v``.
 
         ``scale`` multiplies a modality's input (to stand in for missing modalities,
         PAPER.md §2); a replicated-softmax modality scales the hidden bias by its length D.
         """
-        bias_scale: Tensor | float = 1.0
-        for m, x in v.items():
-            hs = self.units[m].hidden_scale(x)
-            if not isinstance(hs, float):
-                bias_scale = hs
-        return self.c * bias_scale + self.bottom_up(v, scale)
+        return self.hidden_bias(v) + self.bottom_up(v, scale)
 
     def hidden_probs(self, v: Mapping[str, Tensor], scale: Mapping[str, float] | None = None) -> Tensor:
-        """P(h = 1 | v) = σ(c + Σ_m W_mᵀ v_m)."""
-        return torch.sigmoid(self.hidden_input(v, scale))
+        """P(h = 1 | v) = σ(c + Σ_m W_mᵀ v_m) (E[h | v] for non-binary hidden units)."""
+        return self.hidden.mean(self.hidden_input(v, scale))
 
     def visible_input(self, m: str, h: Tensor) -> Tensor:
         """b_m + W_m h."""
@@ -121,10 +138,10 @@ class MultimodalRBM(nn.Module):
     def free_energy(self, v: Mapping[str, Tensor]) -> Tensor:
         """F(v) per example; v must hold every modality."""
         e = sum(self.units[m].energy(v[m], self.b[m]) for m in self.names)
-        return e - F.softplus(self.hidden_input({m: v[m] for m in self.names})).sum(-1)
+        return e - self.hidden.log_partition(self.hidden_input({m: v[m] for m in self.names})).sum(-1)
 
     def energy(self, v: Mapping[str, Tensor], h: Tensor) -> Tensor:
-        """E(v, h) per example."""
+        """E(v, h) per example (for stepped-sigmoid hiddens, without the copies' offset term)."""
         e = sum(self.units[m].energy(v[m], self.b[m]) for m in self.names)
         return e - (self.hidden_input({m: v[m] for m in self.names}) * h).sum(-1)
 
@@ -135,7 +152,7 @@ class MultimodalRBM(nn.Module):
         Returns the new visibles (clamped ones unchanged) and the hidden sample.
         """
         clamp = set(clamp)
-        h = torch.bernoulli(self.hidden_probs(v))
+        h = self.hidden.sample(self.hidden_input(v))
         out = {m: (v[m] if m in clamp else self.sample_visible(m, h)) for m in self.names}
         return out, h
 
@@ -159,9 +176,9 @@ class MultimodalRBM(nn.Module):
         x = start
         for t in range(steps + 1):
             act = fixed + x @ W
-            yield x, const + units.energy(x, b) - F.softplus(act).sum(-1)
+            yield x, const + units.energy(x, b) - self.hidden.log_partition(act).sum(-1)
             if t < steps:
-                x = self.sample_visible(target, torch.bernoulli(torch.sigmoid(act)))
+                x = self.sample_visible(target, self.hidden.sample(act))
 
     # ------------------------------------------------------ missing modalities
     def missing_scale(
@@ -223,4 +240,4 @@ class MultimodalRBM(nn.Module):
 
     def extra_repr(self) -> str:
         mods = ", ".join(f"{m}:{self.sizes[m]}({self.units[m].name})" for m in self.names)
-        return f"modalities=[{mods}], n_hidden={self.n_hidden}"
+        return f"modalities=[{mods}], n_hidden={self.n_hidden}({self.hidden.name})"

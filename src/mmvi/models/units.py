@@ -127,9 +127,21 @@ class SoftmaxUnits(Units):
 UNIT_TYPES: dict[str, type[Units]] = {cls.name: cls for cls in (BernoulliUnits, GaussianUnits, SoftmaxUnits)}
 
 
-def make_units(name: str) -> Units:
-    """Unit object from its config name; unknown names list the allowed ones."""
+# options a modality spec may pass to its unit type (e.g. ``{"units": "stepped_sigmoid", "n_steps": 5}``)
+UNIT_OPTIONS = ("n_steps", "sample_mode")
+
+
+def make_units(name: str, **options) -> Units:
+    """Unit object from its config name; unknown names list the allowed ones.
+
+    Besides the data unit types, the layer unit types of deep pathways (stepped sigmoid, the
+    visible type of the layer above a stepped-sigmoid layer) are accepted.
+    """
+    from mmvi.models.hidden_units import LAYER_UNIT_TYPES
+
+    types = {**UNIT_TYPES, **LAYER_UNIT_TYPES}
     try:
-        return UNIT_TYPES[name]()
+        cls = types[name]
     except KeyError:
-        raise ValueError(f"unknown unit type {name!r}; allowed: {sorted(UNIT_TYPES)}") from None
+        raise ValueError(f"unknown unit type {name!r}; allowed: {sorted(types)}") from None
+    return cls(**options)

@@ -74,7 +74,7 @@ class CDPercLoss(Objective):
     def lowest_energy_prediction(self, model: MultimodalRBM, v: Mapping[str, Tensor], m: str) -> Tensor:
         """Per example, the v_m of lowest F(v_rest, v_m) among the k+1 states of the clamped chain."""
         rest = {n: v[n] for n in model.names if n != m}
-        h = torch.bernoulli(model.hidden_probs(rest, model.missing_scale(rest)))
+        h = model.hidden.sample(model.hidden_input(rest, model.missing_scale(rest)))
         best, best_f = None, None
         for x, f in model.clamped_chain(rest, m, model.sample_visible(m, h), self.k):
             if best is None:
@@ -162,13 +162,14 @@ class MultiPrediction(Objective):
         n_missing = sum(float((1 - observed[m]).sum(-1).mean()) for m in part)
         s = 1.0 + n_missing / max(sum(model.sizes[m] for m in full), 1)
         fixed = model.bottom_up(full)
-        h = torch.sigmoid(model.c + s * fixed + model.bottom_up({m: observed[m] * v[m] for m in part}))
+        bias = model.hidden_bias(v)
+        h = model.hidden.mean(bias + s * fixed + model.bottom_up({m: observed[m] * v[m] for m in part}))
         k = self.truncation()
         for t in range(self.mf_steps):
             if k < self.mf_steps and t == self.mf_steps - k:
                 h = h.detach()
             state = {m: torch.lerp(model.visible_mean(m, h), v[m], observed[m]) for m in part}
-            h = torch.sigmoid(model.c + fixed + model.bottom_up(state))
+            h = model.hidden.mean(bias + fixed + model.bottom_up(state))
         return {m: model.visible_input(m, h) for m in part}, h
 
     def sample_masks(

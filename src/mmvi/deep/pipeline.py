@@ -1,0 +1,301 @@
+"""Deep multimodal pipeline: pathway pre-training → top layer → recurrent fine-tuning → evaluation.
+
+    python -m mmvi.deep.pipeline experiment=wikipedia_deep objective=minvi_mp hydra.run.dir=logs/deep/wiki-mp
+    python -m mmvi.deep.pipeline experiment=mfeat_deep objective=nll_cd
+    python -m mmvi.deep.pipeline -m experiment=paper_flickr objective=minvi_mp data.fold=1,2,3,4,5
+
+Stages, each a Lightning fit with its own folder ``<run dir>/stages/<stage>/`` (:mod:`.stages`):
+
+(a) ``pathway_<m>_<l>``: layer l of modality m's pathway, an RBM on the mean activations of the
+    layer below (``stages.pathway``: objective CD-1 by default, optimiser, epochs; per-layer
+    overrides in ``stages.pathway.layers.<m>_<l>``);
+(b) ``top``: the joint RBM over the pathway outputs, trained with the ``objective`` group (this is
+    where NLL and MinVI differ) and the ``optim`` group;
+(c) ``finetune_<name>`` for each entry of ``stages.finetune``: the whole network (or its top two
+    layers) as a recurrent encoder predicting one modality from the others (:mod:`.finetune`).
+
+Then the evaluation protocol (``evaluation`` group) runs on the deep model and ``results.json`` is
+written. Re-running the same command with the same run folder skips finished stages (their
+``done.json``), resumes an interrupted stage from its ``last.ckpt`` and continues;
+``stop_after=<stage>`` ends the command after that stage.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+import warnings
+from functools import partial
+from pathlib import Path
+
+import hydra
+import lightning.pytorch as pl
+from hydra.utils import instantiate
+from omegaconf import DictConfig
+
+from mmvi.config_check import ConfigError, validate_config
+from mmvi.data.base import MultimodalDataModule, Split
+from mmvi.deep.finetune import FinetuneLitModule
+from mmvi.deep.stages import (
+    SplitsDataModule,
+    StageRunner,
+    StreamDataModule,
+    UnlabelledStream,
+    deep_merge,
+    digest,
+    keep_rows,
+    map_split,
+)
+from mmvi.lit.module import MultimodalLitModule
+from mmvi.models.deep import MDRNN
+from mmvi.train import USER_ERRORS, exit_on_user_error, print_summary, run_metadata
+from mmvi.utils import finite_metrics, write_json_atomic, write_results
+
+log = logging.getLogger(__name__)
+
+FIT_SPLITS = ("train", "val")
+# data keys that do not change the examples (left out of the stage specs)
+LOADER_KEYS = ("batch_size", "eval_batch_size", "num_workers", "on_device")
+
+
+# ------------------------------------------------------------------------------ stage data
+def stage_data(
+    dm: MultimodalDataModule,
+    fn,
+    batch_size: int,
+    chunk: int,
+    keep=None,
+    unlabelled: bool = False,
+    seed: int = 0,
+) -> SplitsDataModule:
+    """Train/val splits of ``dm`` mapped through ``fn`` (modalities → modalities), as a data module.
+
+    ``keep`` (modalities → bool rows) filters the training rows; with ``unlabelled`` the training
+    batches also stream the data module's unlabelled pairs (``dm.iter_unlabelled``) first.
+    """
+    splits: dict[str, Split] = {}
+    for name in FIT_SPLITS:
+        split = dm.splits[name]
+        if keep is not None and name == "train":
+            split = keep_rows(split, keep(split.modalities))
+        splits[name] = map_split(split, fn, chunk)
+    kwargs = {"single_label": dm.single_label, "batch_size": batch_size, "eval_batch_size": chunk}
+    if not unlabelled:
+        return SplitsDataModule(splits, **kwargs)
+    if not hasattr(dm, "iter_unlabelled"):
+        raise ConfigError(f"stages.unlabelled=true, but {type(dm).__name__} has no unlabelled pairs")
+    stream = UnlabelledStream(
+        lambda epoch_seed: dm.iter_unlabelled(batch_size, shuffle=True, seed=epoch_seed),
+        fn,
+        splits["train"],
+        batch_size,
+        seed,
+        keep,
+    )
+    return StreamDataModule(splits, stream, **kwargs)
+
+
+def min_active_rows(m: str, k: int, modalities: dict):
+    """Rows whose raw modality m has at least k non-zero units (e.g. documents with ≥ k tags)."""
+    return (modalities[m] != 0).sum(-1) >= k
+
+
+def init_biases(lit: MultimodalLitModule, dm: MultimodalDataModule) -> None:
+    lit.model.init_visible_bias_from_data(dm.modality_means())
+
+
+def copy_weights(source: MDRNN, lit: FinetuneLitModule, dm: MultimodalDataModule) -> None:
+    lit.model.load_state_dict(source.state_dict())
+
+
+def pathway_settings(stages: dict, m: str, layer: int) -> dict:
+    """``stages.pathway`` with the overrides of ``stages.pathway.layers.<m>_<layer>`` merged in."""
+    base = {k: v for k, v in stages["pathway"].items() if k != "layers"}
+    return deep_merge(base, (stages["pathway"].get("layers") or {}).get(f"{m}_{layer}"))
+
+
+# ------------------------------------------------------------------------------ the stages
+def train_stages(cfg: dict, dm: MultimodalDataModule, model: MDRNN, root: Path) -> list[str]:
+    """Run (or skip, when done) every stage in order; return the names of the stages run or loaded.
+
+    ``cfg`` is the resolved config; training stops after ``cfg["stop_after"]`` if set.
+    """
+    stages, seed = cfg["stages"], int(cfg["seed"])
+    chunk = int(stages.get("chunk", 2000))
+    stop_after = cfg.get("stop_after")
+    runner = StageRunner(root, cfg["trainer"], progress_bar=bool(stages.get("progress_bar", False)))
+    runner.chain.append(digest({k: v for k, v in cfg["data"].items() if k not in LOADER_KEYS}))
+    unlabelled = bool(stages.get("unlabelled", False))
+    data = partial(stage_data, dm, chunk=chunk, unlabelled=unlabelled, seed=seed)
+    done: list[str] = []
+
+    def finished(name: str) -> bool:
+        done.append(name)
+        return name == stop_after
+
+    for m in model.names:
+        for i, layer in enumerate(model.layers[m]):
+            name, s = f"pathway_{m}_{i + 1}", pathway_settings(stages, m, i + 1)
+            rbm_cfg = model.layer_configs[m][i]
+            k = (s.get("min_active") or {}).get(m)
+            spec = {key: s.get(key) for key in ("objective", "optim", "epochs", "batch_size")}
+            spec.update(
+                model=rbm_cfg, min_active=k, unlabelled=unlabelled, seed=seed, nonfinite=cfg.get("nonfinite")
+            )
+            runner.run(
+                name,
+                spec,
+                module=layer,
+                make_lit=partial(
+                    MultimodalLitModule, rbm_cfg, s["objective"], s["optim"], cfg.get("nonfinite"), seed=seed
+                ),
+                trained=lambda lit: lit.model,
+                dm=partial(
+                    data,
+                    partial(lambda v, m, n: {m: model.up(m, v[m], n)}, m=m, n=i),
+                    int(s["batch_size"]),
+                    keep=partial(min_active_rows, m, int(k)) if k else None,
+                ),
+                epochs=int(s["epochs"]),
+                validate=False,
+                on_fresh_start=init_biases,
+            )
+            if finished(name):
+                return done
+
+    top = stages["top"]
+    spec = {"model": model.top_config, "objective": cfg["objective"], "optim": cfg["optim"]}
+    spec.update(epochs=top["epochs"], batch_size=top["batch_size"], unlabelled=unlabelled, seed=seed)
+    spec.update(nonfinite=cfg.get("nonfinite"))
+    runner.run(
+        "top",
+        spec,
+        module=model.top,
+        make_lit=partial(
+            MultimodalLitModule,
+            model.top_config,
+            cfg["objective"],
+            cfg["optim"],
+            cfg.get("nonfinite"),
+            seed=seed,
+        ),
+        trained=lambda lit: lit.model,
+        dm=partial(data, lambda v: {m: model.up(m, v[m]) for m in model.names}, int(top["batch_size"])),
+        epochs=int(top["epochs"]),
+        validate=bool(top.get("validate", True)),
+        on_fresh_start=init_biases,
+    )
+    if finished("top"):
+        return done
+
+    for phase, s in (stages.get("finetune") or {}).items():
+        if not s:
+            continue
+        name = f"finetune_{phase}"
+        spec = {key: s.get(key) for key in ("objective", "optimizer", "trainable", "epochs", "batch_size")}
+        spec.update(model=cfg["model"], unlabelled=unlabelled, seed=seed)
+        runner.run(
+            name,
+            spec,
+            module=model,
+            make_lit=partial(
+                FinetuneLitModule,
+                cfg["model"],
+                s["objective"],
+                s["optimizer"],
+                s.get("trainable", "all"),
+                seed,
+            ),
+            trained=lambda lit: lit.model,
+            dm=partial(data, lambda v: v, int(s["batch_size"])),
+            epochs=int(s["epochs"]),
+            validate=True,
+            on_fresh_start=partial(copy_weights, model),
+        )
+        if finished(name):
+            return done
+    return done
+
+
+# ------------------------------------------------------------------------------ entry point
+def check_sizes(model: MDRNN, dm: MultimodalDataModule) -> None:
+    if model.sizes != dm.modality_sizes:
+        raise ConfigError(
+            f"model.modalities {model.sizes} do not match the data's modalities {dm.modality_sizes}; "
+            "set model.modalities to the data's (default: ${data.modalities})"
+        )
+
+
+def run(cfg: DictConfig) -> dict[str, float]:
+    """Train every stage (loading finished ones), evaluate, write ``results.json``; return the metrics.
+
+    A run folder whose stages are all done is evaluated again (nothing is retrained).
+    """
+    out_dir = Path(cfg.paths.output_dir)
+    meta = run_metadata(cfg)
+    started = time.time()
+    out_dir.mkdir(parents=True, exist_ok=True)
+    write_json_atomic(out_dir / "config_resolved.json", meta)
+    write_results(out_dir, "running", **meta, started=started)
+    try:
+        resolved = meta["config"]
+        validate_config(cfg)
+        pl.seed_everything(int(cfg.seed), workers=True)
+        dm: MultimodalDataModule = instantiate(cfg.data, _convert_="all")
+        dm.setup()
+        dm.shuffle_seed = int(cfg.seed)
+        model: MDRNN = instantiate(cfg.model, _convert_="all")
+        check_sizes(model, dm)
+        root = out_dir / "stages"
+        ran = train_stages(resolved, dm, model, root)
+        stages = {name: str(root / name) for name in ran}
+        if cfg.get("stop_after"):
+            write_results(
+                out_dir, "running", **meta, stages=stages, stopped_after=cfg.stop_after, started=started
+            )
+            log.info("stopped after stage %s; re-run without stop_after to continue", cfg.stop_after)
+            return {}
+        evaluate = instantiate(cfg.evaluation, _convert_="all")
+        metrics, artefacts = evaluate(model=model, dm=dm, out_dir=out_dir)
+        good, bad = finite_metrics(metrics)
+        if bad:
+            raise FloatingPointError(f"non-finite metrics {bad}; results not recorded as completed")
+        write_results(
+            out_dir,
+            "completed",
+            **meta,
+            metrics=good,
+            artefacts=artefacts,
+            stages=stages,
+            started=started,
+            duration_s=time.time() - started,
+        )
+        print_summary(out_dir, good, None)
+        return good
+    except BaseException as exc:
+        write_results(
+            out_dir,
+            "failed",
+            **meta,
+            reason=f"{type(exc).__name__}: {exc}",
+            started=started,
+            duration_s=time.time() - started,
+        )
+        raise
+
+
+@hydra.main(version_base="1.3", config_path="../../../conf", config_name="deep")
+def main(cfg: DictConfig) -> float | None:
+    warnings.filterwarnings("ignore", message=".*does not have many workers.*")
+    warnings.filterwarnings("ignore", message=".*log_every_n_steps.*")
+    for name in ("lightning.pytorch.utilities.rank_zero", "lightning.pytorch.accelerators.cuda"):
+        logging.getLogger(name).setLevel(logging.WARNING)
+    try:
+        metrics = run(cfg)
+    except USER_ERRORS as exc:
+        exit_on_user_error(exc)
+    return metrics.get(cfg.get("optimized_metric")) if metrics else None
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,269 @@
+"""Stage runner of the deep pipeline: one Lightning fit per stage, checkpointed and resumable.
+
+Each stage lives in ``<run dir>/stages/<name>/``:
+
+* ``checkpoints/last.ckpt`` — written every epoch; an interrupted stage resumes from it;
+* ``model.pt``              — the trained module's weights (written when the fit ends);
+* ``done.json``             — written atomically last: the stage's ``spec`` (its resolved config
+  and its upstream digest), the final training metrics and the time taken;
+* ``csv/metrics.csv``       — the stage's training curve.
+
+A stage whose ``done.json`` exists is skipped and its weights are loaded, provided its spec is the
+one requested; a different spec is an error (a later stage must never be built on an earlier stage
+trained differently). Specs chain: each stage's spec holds the digest of the stages before it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import time
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import lightning.pytorch as pl
+import torch
+from hydra.utils import instantiate
+from lightning.pytorch.callbacks import ModelCheckpoint
+from lightning.pytorch.loggers import CSVLogger
+from torch import Tensor, nn
+from torch.utils.data import DataLoader, IterableDataset
+
+from mmvi.config_check import ConfigError
+from mmvi.data.base import MultimodalDataModule, Split
+from mmvi.utils import atomic_path, write_json_atomic
+
+log = logging.getLogger(__name__)
+
+DONE_FILE = "done.json"
+WEIGHTS_FILE = "model.pt"
+
+
+def digest(obj: Any) -> str:
+    """sha256 of the canonical JSON of ``obj`` (first 16 hex digits)."""
+    return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def deep_merge(base: Mapping, override: Mapping | None) -> dict:
+    """``base`` with ``override`` merged in, recursively for nested dicts."""
+    out = dict(base)
+    for k, v in (override or {}).items():
+        out[k] = deep_merge(out[k], v) if isinstance(v, Mapping) and isinstance(out.get(k), Mapping) else v
+    return out
+
+
+# ---------------------------------------------------------------------------- data
+class SplitsDataModule(MultimodalDataModule):
+    """A data module over splits already in memory (e.g. a lower stage's mean activations)."""
+
+    def __init__(self, splits: Mapping[str, Split], single_label: bool = True, **kwargs) -> None:
+        super().__init__(**kwargs)
+        self._given = dict(splits)
+        self.single_label = single_label
+
+    def load_splits(self) -> dict[str, Split]:
+        return dict(self._given)
+
+
+@torch.no_grad()
+def map_split(split: Split, fn: Callable[[dict[str, Tensor]], dict[str, Tensor]], chunk: int = 2000) -> Split:
+    """Apply ``fn`` (modalities → modalities) to a split in chunks of ``chunk`` examples."""
+    parts: list[dict[str, Tensor]] = []
+    for start in range(0, len(split), chunk):
+        parts.append(fn({m: x[start : start + chunk] for m, x in split.modalities.items()}))
+    names = parts[0].keys() if parts else []
+    return Split({m: torch.cat([p[m] for p in parts]) for m in names}, split.labels)
+
+
+def keep_rows(split: Split, keep: Tensor) -> Split:
+    return split.subset(keep.nonzero().squeeze(-1))
+
+
+class UnlabelledStream(IterableDataset):
+    """One epoch = the unlabelled pairs of ``source(seed)``, then the labelled training split shuffled.
+
+    ``source(seed)`` yields raw ``{modality: (B, n)}`` batches (e.g. ``MIRFlickr.iter_unlabelled``);
+    each is filtered by ``keep`` (rows → bool) and mapped through ``fn`` (a lower stage's layers).
+    ``labelled`` is already mapped. The seed of epoch e is (seed, e), e counted from this process's
+    start (a resumed stage restarts the count).
+    """
+
+    def __init__(
+        self,
+        source: Callable[[int], Iterable[dict[str, Tensor]]],
+        fn: Callable[[dict[str, Tensor]], dict[str, Tensor]],
+        labelled: Split,
+        batch_size: int,
+        seed: int = 0,
+        keep: Callable[[dict[str, Tensor]], Tensor] | None = None,
+    ) -> None:
+        self.source, self.fn, self.labelled = source, fn, labelled
+        self.batch_size, self.seed, self.keep = int(batch_size), int(seed), keep
+        self.epoch = 0
+
+    def __iter__(self) -> Iterator[dict]:
+        seed = self.seed * 1_000_003 + self.epoch
+        self.epoch += 1
+        for raw in self.source(seed):
+            if self.keep is not None:
+                rows = self.keep(raw).nonzero().squeeze(-1)
+                raw = {m: x[rows] for m, x in raw.items()}
+            if next(iter(raw.values())).shape[0] == 0:
+                continue
+            with torch.no_grad():
+                yield {"modalities": self.fn(raw)}
+        perm = torch.randperm(len(self.labelled), generator=torch.Generator().manual_seed(seed))
+        for start in range(0, len(perm), self.batch_size):
+            idx = perm[start : start + self.batch_size]
+            yield {"modalities": {m: x[idx] for m, x in self.labelled.modalities.items()}, "index": idx}
+
+
+class StreamDataModule(SplitsDataModule):
+    """:class:`SplitsDataModule` whose training batches come from an :class:`UnlabelledStream`."""
+
+    def __init__(self, splits: Mapping[str, Split], stream: UnlabelledStream, **kwargs) -> None:
+        super().__init__(splits, **kwargs)
+        self.stream = stream
+        self.on_device = False  # the stream is on the host; Lightning moves each batch
+
+    def train_dataloader(self) -> DataLoader:
+        return DataLoader(self.stream, batch_size=None)
+
+
+# --------------------------------------------------------------------------- runner
+@dataclass
+class StageRunner:
+    """Runs stages under ``root`` with one trainer config; tracks the chain of stage specs.
+
+    Args:
+        root: ``<run dir>/stages``.
+        trainer: resolved ``_target_`` config of the Lightning Trainer (``max_epochs`` is per stage).
+        progress_bar: show Lightning's progress bar.
+    """
+
+    root: Path
+    trainer: Mapping
+    progress_bar: bool = False
+    chain: list[str] = field(default_factory=list)
+    records: dict[str, dict] = field(default_factory=dict)
+
+    def stage_dir(self, name: str) -> Path:
+        return self.root / name
+
+    def upstream(self) -> str:
+        return digest(self.chain)
+
+    def run(
+        self,
+        name: str,
+        spec: Mapping,
+        module: nn.Module,
+        make_lit: Callable[[], pl.LightningModule],
+        trained: Callable[[pl.LightningModule], nn.Module],
+        dm: Callable[[], MultimodalDataModule],
+        epochs: int,
+        validate: bool,
+        on_fresh_start: Callable[[pl.LightningModule, MultimodalDataModule], None] | None = None,
+    ) -> dict:
+        """Train ``module`` as stage ``name`` (or load it if the stage is done); return its record.
+
+        ``make_lit()`` builds the LightningModule; ``trained(lit)`` returns the trained nn.Module
+        whose weights are copied into ``module``; ``dm()`` builds the stage's data (only called
+        when the stage trains); ``on_fresh_start(lit, dm)`` runs when no checkpoint exists.
+        ``epochs = 0`` keeps the module as built (no fit).
+        """
+        full_spec = {"stage": name, "upstream": self.upstream(), **dict(spec)}
+        folder = self.stage_dir(name)
+        done = folder / DONE_FILE
+        if done.is_file():
+            record = json.loads(done.read_text())
+            if record.get("spec") != json.loads(json.dumps(full_spec, default=str)):
+                raise ConfigError(
+                    f"stage {name!r} in {folder} was finished with a different config "
+                    f"(saved digest {record.get('digest')}, requested {digest(full_spec)}); "
+                    "use a new run folder (hydra.run.dir=...) or delete that stage folder and the later ones"
+                )
+            module.load_state_dict(torch.load(folder / WEIGHTS_FILE, map_location="cpu"))
+            log.info("stage %s: done (%s), weights loaded", name, done)
+        else:
+            record = self._fit(
+                name, full_spec, folder, make_lit, trained, dm, epochs, validate, on_fresh_start
+            )
+            module.load_state_dict(torch.load(folder / WEIGHTS_FILE, map_location="cpu"))
+        self.chain.append(record["digest"])
+        self.records[name] = record
+        return record
+
+    def _fit(
+        self,
+        name: str,
+        spec: dict,
+        folder: Path,
+        make_lit: Callable[[], pl.LightningModule],
+        trained: Callable[[pl.LightningModule], nn.Module],
+        dm_fn: Callable[[], MultimodalDataModule],
+        epochs: int,
+        validate: bool,
+        on_fresh_start: Callable[[pl.LightningModule, MultimodalDataModule], None] | None,
+    ) -> dict:
+        started = time.time()
+        last = folder / "checkpoints" / "last.ckpt"
+        ckpt = str(last) if last.is_file() else None
+        dm = dm_fn()
+        lit = make_lit()
+        if ckpt is None and on_fresh_start is not None:
+            on_fresh_start(lit, dm)
+        metrics = self._trainer_fit(name, folder, lit, dm, ckpt, epochs, validate) if epochs > 0 else {}
+        with atomic_path(folder / WEIGHTS_FILE) as tmp:
+            torch.save({k: v.detach().cpu() for k, v in trained(lit).state_dict().items()}, tmp)
+        record = {
+            "stage": name,
+            "spec": json.loads(json.dumps(spec, default=str)),
+            "digest": digest(spec),
+            "epochs": int(epochs),
+            "metrics": metrics,
+            "seconds": time.time() - started,
+            "finished": time.time(),
+        }
+        write_json_atomic(folder / DONE_FILE, record)
+        log.info("stage %s: finished in %.1f s, %s", name, record["seconds"], metrics)
+        return record
+
+    def _trainer_fit(
+        self,
+        name: str,
+        folder: Path,
+        lit: pl.LightningModule,
+        dm: MultimodalDataModule,
+        ckpt: str | None,
+        epochs: int,
+        validate: bool,
+    ) -> dict[str, float]:
+        """One Lightning fit with a last.ckpt every epoch and a CSV log; return the final metrics."""
+        log.info("stage %s: %s (%d epochs)", name, "resuming from " + ckpt if ckpt else "training", epochs)
+        checkpoint = ModelCheckpoint(
+            dirpath=folder / "checkpoints",
+            filename="epoch_{epoch:03d}",
+            auto_insert_metric_name=False,
+            save_last=True,
+            save_top_k=1,
+            every_n_epochs=1,
+        )
+        trainer: pl.Trainer = instantiate(
+            dict(self.trainer),
+            max_epochs=int(epochs),
+            default_root_dir=str(folder),
+            logger=CSVLogger(str(folder), name="csv"),  # csv/version_<n>: one per (re)start
+            callbacks=[checkpoint],
+            enable_progress_bar=self.progress_bar,
+            enable_model_summary=False,
+            limit_val_batches=1.0 if validate else 0,
+            num_sanity_val_steps=0,
+        )
+        trainer.fit(lit, datamodule=dm, ckpt_path=ckpt)
+        if trainer.interrupted:
+            raise KeyboardInterrupt(f"stage {name} was interrupted; re-run the same command to resume it")
+        return {k: float(v) for k, v in trainer.callback_metrics.items() if v.numel() == 1}

@@ -172,6 +172,7 @@ def train(cfg: DictConfig) -> dict[str, float]:
             started=started,
             duration_s=time.time() - started,
         )
+        finish_wandb()  # wandb prints its own run summary; ours comes last
         print_summary(out_dir, good, wandb_dir)
         return good
     except BaseException as exc:

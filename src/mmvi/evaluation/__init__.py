@@ -1,1 +1,2 @@
-"""Measures: likelihoods (exact, AIS), retrieval and classification, figures."""
+"""Measures of DESIGN §4: partition functions (exact, AIS) and likelihoods, retrieval and
+classification by linear probes, conditional cross-entropy, figures, and the evaluation protocol."""

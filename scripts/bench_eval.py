@@ -1,0 +1,154 @@
+"""Benchmark of the evaluation measures: retrieval mAP vs torchmetrics, AIS conditional likelihood.
+
+    python scripts/bench_eval.py [--threads 2] [--parts retrieval,ais,probe] [--full-torchmetrics]
+
+(a) retrieval on a 10,000 × 10,000 problem (random 64-d embeddings; 38 multi-labels, and 10
+    classes): our mAP/P@50 against torchmetrics RetrievalMAP. torchmetrics is run on the first
+    ``--tm-queries`` queries against the full database (scores shifted by +2 so none is <= 0) and
+    its time scaled to all queries, unless ``--full-torchmetrics``.
+(b) AIS seconds per 1,000 examples of −log P(right | left) for a 392 + 392 → 1000 RBM with
+    N(0, 0.01²) weights, default schedule of ``likelihood_metrics`` (1000 betas, 16 runs, mean-field
+    base), measured on ``--ais-examples`` examples (64 × 16 runs = one block of 1024 chains) with
+    ``--ais-measured-betas`` betas and scaled linearly (the cost is proportional to
+    examples × runs × betas), with 1 and with 2 threads.
+(c) with ``--probe`` (or ``probe`` in ``--parts``): the multi-label linear probe (10,000 × 2,000 features, 38 classes, 5 Cs),
+    joint torch L-BFGS vs scikit-learn one-vs-rest (timed on 3 classes × 1 C and scaled).
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+
+import numpy as np
+import torch
+
+from mmvi.evaluation import partition as P
+from mmvi.evaluation.retrieval import cosine_scores, per_query_retrieval, relevance
+from mmvi.models.mrbm import MultimodalRBM
+
+
+def bench_retrieval(n: int, n_labels: int, multi: bool, tm_queries: int, full_tm: bool, k: int = 50) -> None:
+    from torchmetrics.retrieval import RetrievalMAP
+
+    gen = torch.Generator().manual_seed(0)
+    x = torch.randn(n, 64, generator=gen)
+    if multi:
+        labels = (torch.rand(n, n_labels, generator=gen) < 0.05).float()
+        kind = f"{n_labels} multi-labels (p=0.05 each)"
+    else:
+        labels = torch.nn.functional.one_hot(
+            torch.randint(0, n_labels, (n,), generator=gen), n_labels
+        ).float()
+        kind = f"{n_labels} classes"
+    per_query_retrieval(x[:500], x[:500], labels[:500], labels[:500], k=k)  # warm-up
+    t = time.perf_counter()
+    ap, _ = per_query_retrieval(x, x, labels, labels, k=k, exclude_self=True)
+    ours = time.perf_counter() - t
+    ours_map = float(ap.mean())
+
+    nq = n if full_tm else min(tm_queries, n)
+    t = time.perf_counter()
+    scores = cosine_scores(x[:nq], x).double() + 2.0
+    rel = relevance(labels[:nq], labels)
+    keep = torch.ones(nq, n, dtype=torch.bool)
+    keep[torch.arange(nq), torch.arange(nq)] = False
+    idx = torch.arange(nq).unsqueeze(1).expand(nq, n)
+    tm_map = float(RetrievalMAP()(scores[keep], rel[keep], idx[keep]))
+    tm_time = (time.perf_counter() - t) * (n / nq)
+    diff = abs(float(ap[:nq].mean()) - tm_map)
+    how = "full" if nq == n else f"{nq} queries x {n} db, time scaled x{n / nq:g}"
+    ratio = tm_time / ours
+    print(f"[retrieval] {n}x{n}, {kind}, cosine, exclude self, k={k}")
+    print(f"  ours:        {ours:7.2f} s   mAP = {ours_map:.6f}")
+    print(f"  torchmetrics:{tm_time:7.2f} s   ({how})")
+    print(f"  speed ratio: {ratio:.1f}x   max |mAP diff| on the same queries = {diff:.2e}")
+    print(
+        f"  targets: <= 2 s: {'met' if ours <= 2 else 'NOT met'};  >= 10x: {'met' if ratio >= 10 else 'NOT met'}"
+    )
+
+
+def bench_ais(n_examples: int, n_runs: int, n_betas: int, measured_betas: int, threads: list[int]) -> None:
+    torch.manual_seed(0)
+    model = MultimodalRBM({"left": {"size": 392}, "right": {"size": 392}}, 1000, init_std=0.01)
+    gen = torch.Generator().manual_seed(1)
+    v = {m: (torch.rand(n_examples, 392, generator=gen) < 0.13).float() for m in model.names}
+    measured_betas = min(measured_betas, n_betas)
+    print("[AIS] 392+392 -> 1000 RBM, N(0, 0.01^2) weights, -log P(right | left), float32 chains")
+    print(f"  default schedule: {n_betas} betas (piecewise), {n_runs} runs, mean-field base")
+    print(
+        f"  measured: {n_examples} examples x {n_runs} runs x {measured_betas} betas, "
+        f"scaled x{n_betas / measured_betas:g} (betas) and x{1000 / n_examples:g} (examples)"
+    )
+    for n_threads in threads:
+        torch.set_num_threads(n_threads)
+        with torch.no_grad():
+            model.init_visible_bias_from_data({m: x.mean(0) for m, x in v.items()})
+            base = P.meanfield_base_mean(model, {"left": v["left"]}, "right")
+            P.ais_conditional_logz(model, {"left": v["left"]}, "right", base, n_runs=n_runs, n_betas=3)
+            t = time.perf_counter()
+            P.ais_conditional_logz(
+                model, {"left": v["left"]}, "right", base, n_runs=n_runs, n_betas=measured_betas
+            )
+            secs = time.perf_counter() - t
+        step_us = secs / (n_examples * n_runs * measured_betas) * 1e6
+        per_1000 = step_us * 1e-6 * 1000 * n_runs * n_betas
+        print(
+            f"  threads={n_threads}: {secs:.1f} s measured; {step_us:.1f} us per chain step -> "
+            f"{per_1000:.0f} s per 1,000 examples (one direction; x2 for cond_nll/vi); "
+            f"target <= 60 s: {'met' if per_1000 <= 60 else 'NOT met'}"
+        )
+
+
+def bench_probe() -> None:
+    from sklearn.linear_model import LogisticRegression
+
+    from mmvi.evaluation.classify import fit_logistic_l2
+
+    gen = torch.Generator().manual_seed(0)
+    n, D, K = 10000, 2000, 38
+    Z = torch.randn(n, 20, generator=gen)
+    X = torch.sigmoid(Z @ torch.randn(20, D, generator=gen) + torch.randn(n, D, generator=gen))
+    Y = ((Z @ torch.randn(20, K, generator=gen) + torch.randn(n, K, generator=gen)) > 1.5).float()
+    Cs = (0.01, 0.1, 1.0, 10.0, 100.0)
+    t = time.perf_counter()
+    fit_logistic_l2(X, Y, Cs)
+    ours = time.perf_counter() - t
+    t = time.perf_counter()
+    for c in range(3):
+        LogisticRegression(C=1.0, max_iter=500).fit(X.numpy(), Y[:, c].numpy())
+    sk = (time.perf_counter() - t) / 3 * K * len(Cs)
+    print(f"[probe] {n}x{D} features, {K} classes, {len(Cs)} Cs")
+    print(f"  joint torch L-BFGS: {ours:.1f} s;  sklearn one-vs-rest (3 classes x C=1, scaled): {sk:.1f} s")
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--n", type=int, default=10000)
+    ap.add_argument("--tm-queries", type=int, default=1000)
+    ap.add_argument("--full-torchmetrics", action="store_true")
+    ap.add_argument("--ais-examples", type=int, default=64)
+    ap.add_argument("--ais-runs", type=int, default=16)
+    ap.add_argument("--ais-betas", type=int, default=1000)
+    ap.add_argument("--ais-measured-betas", type=int, default=250)
+    ap.add_argument("--ais-threads", default="1,2", help="thread counts to time AIS with")
+    ap.add_argument("--parts", default="retrieval,ais", help="comma list of retrieval, ais, probe")
+    ap.add_argument("--probe", action="store_true", help="same as adding 'probe' to --parts")
+    args = ap.parse_args()
+    torch.set_num_threads(args.threads)
+    print(f"torch {torch.__version__}, numpy {np.__version__}, threads used: {torch.get_num_threads()}")
+    parts = set(args.parts.split(",")) | ({"probe"} if args.probe else set())
+    if "retrieval" in parts:
+        bench_retrieval(args.n, 38, True, args.tm_queries, args.full_torchmetrics)
+        bench_retrieval(args.n, 10, False, args.tm_queries, args.full_torchmetrics)
+    if "ais" in parts:
+        threads = [int(t) for t in args.ais_threads.split(",")]
+        bench_ais(args.ais_examples, args.ais_runs, args.ais_betas, args.ais_measured_betas, threads)
+        torch.set_num_threads(args.threads)
+    if "probe" in parts:
+        bench_probe()
+
+
+if __name__ == "__main__":
+    main()

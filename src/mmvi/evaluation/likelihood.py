@@ -1,0 +1,197 @@
+"""Test-set likelihoods: conditional −log P(v_m | v_rest) per modality and joint −log P(v) (DESIGN §4).
+
+    log P(v_m | v_rest) = −F̂(v_m; ĉ) − log Ẑ(ĉ),   ĉ = c + Σ_{m' ≠ m} W_{m'}ᵀ v_{m'}
+    log P(v)            = −F(v) − log Z
+
+with F̂, Ẑ the free energy and partition function of the conditional RBM over v_m
+(:mod:`mmvi.evaluation.partition`). Ẑ(ĉ) and Z are exact by enumeration when the hidden layer or
+the free visible units number at most ``exact_limit``, otherwise estimated by AIS, batched over
+examples × runs. Free energies are evaluated in float64.
+
+Binary data: likelihoods of Bernoulli modalities are those of binary vectors, so real-valued
+test pixels are binarised once by :func:`binarize` (Bernoulli draws from
+``torch.Generator().manual_seed(seed)``, modality by modality in the model's order); binary data
+are left unchanged by it.
+
+Metrics (nats per example, mean over the examples used): ``cond_nll/<m>_given_rest``,
+``cond_nll/vi`` (their sum over modalities) and ``nll``; each with ``…_stderr``, the AIS standard
+error of that mean given the examples (0.0 when exact): per-example AIS estimates are independent,
+so se(mean) = √(Σ_b se_b²) / B; the joint's log Ẑ is shared by all examples, so se(nll) = se(log Ẑ).
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import Iterable, Mapping
+
+import torch
+from torch import Tensor
+
+from mmvi.evaluation import partition as P
+from mmvi.models.mrbm import MultimodalRBM
+
+log = logging.getLogger(__name__)
+
+
+def binarize(v: Mapping[str, Tensor], seed: int = 0, names: Iterable[str] | None = None) -> dict[str, Tensor]:
+    """Fixed-seed Bernoulli draw x ~ Bernoulli(v) of each modality in ``names`` (default: all).
+
+    One CPU ``torch.Generator().manual_seed(seed)`` draws u ~ U[0, 1) for the modalities in the
+    order of ``v`` and sets x = 1{u < v}; binary inputs come back unchanged. Others are copied.
+    """
+    g = torch.Generator().manual_seed(int(seed))
+    keep = None if names is None else set(names)
+    out = {}
+    for m, x in v.items():
+        if keep is not None and m not in keep:
+            out[m] = x
+            continue
+        u = torch.rand(x.shape, generator=g)
+        out[m] = (u < x.detach().cpu().float()).to(device=x.device, dtype=x.dtype)
+    return out
+
+
+def _view64(view: P.FreeView, v: Mapping[str, Tensor]) -> Tensor:
+    """−F̂(v_free; ĉ) in float64."""
+    return -view.to(torch.float64).free_energy({m: v[m].double() for m in view.names})
+
+
+@torch.no_grad()
+def conditional_log_likelihood(
+    model: MultimodalRBM,
+    v: Mapping[str, Tensor],
+    target: str,
+    exact_limit: int = P.EXACT_LIMIT,
+    n_ais_runs: int = 16,
+    n_betas: int = 1000,
+    schedule: str = "piecewise",
+    ais_base: str = "meanfield",
+    base_mean: Tensor | None = None,
+    generator: torch.Generator | int | None = None,
+    batch_size: int = 500,
+) -> tuple[Tensor, Tensor, bool]:
+    """(log P(v_target | v_rest) per example (B,), its stderr (B,), exact?) — float64.
+
+    Exact when enumeration fits ``exact_limit``; otherwise AIS with ``n_ais_runs`` runs and
+    ``n_betas`` steps per example, from the base model ``ais_base``: ``"meanfield"`` (per-example
+    factorial model at the mean-field prediction of v_target; closest to the target, so lowest
+    variance) or ``"marginal"`` (``base_mean``: data means of v_target; None = 0.5).
+    """
+    rest = {m: x for m, x in v.items() if m != target}
+    view = P.free_view(model, [target], rest)
+    method = P.choose_exact_method(view, exact_limit)
+    neg_f = _view64(view, v)
+    if method is not None:
+        logz = P.exact_view_logz(view, exact_limit, method)
+        return neg_f - logz, torch.zeros_like(neg_f), True
+    if ais_base not in ("meanfield", "marginal"):
+        raise ValueError(f"ais_base must be 'meanfield' or 'marginal', got {ais_base!r}")
+    g = P.make_generator(generator, model.c.device)
+    B = neg_f.shape[0]
+    logz, se = [], []
+    for start in range(0, B, batch_size):
+        given = {m: x[start : start + batch_size] for m, x in rest.items()}
+        base = P.meanfield_base_mean(model, given, target) if ais_base == "meanfield" else base_mean
+        res = P.ais_conditional_logz(model, given, target, base, n_ais_runs, n_betas, schedule, generator=g)
+        logz.append(res.logz)
+        se.append(res.stderr)
+    return neg_f - torch.cat(logz).to(neg_f.device), torch.cat(se).to(neg_f.device), False
+
+
+@torch.no_grad()
+def joint_log_likelihood(
+    model: MultimodalRBM,
+    v: Mapping[str, Tensor],
+    exact_limit: int = P.EXACT_LIMIT,
+    n_ais_runs: int = 100,
+    n_betas: int = 10000,
+    schedule: str = "piecewise",
+    base_means: Mapping[str, Tensor] | None = None,
+    generator: torch.Generator | int | None = None,
+) -> tuple[Tensor, float, bool]:
+    """(log P(v) per example (B,) float64, stderr of log Ẑ (shared by all examples), exact?)."""
+    view = P.free_view(model, model.names)
+    neg_f = _view64(view, v)
+    method = P.choose_exact_method(view, exact_limit)
+    if method is not None:
+        return neg_f - P.exact_view_logz(view, exact_limit, method)[0], 0.0, True
+    res = P.ais_logz(model, base_means, n_ais_runs, n_betas, schedule, generator=generator)
+    return neg_f - res.logz.to(neg_f.device), float(res.stderr), False
+
+
+def _mean_and_se(logp: Tensor, se: Tensor) -> tuple[float, float]:
+    return -float(logp.mean()), float(torch.sqrt((se.double() ** 2).sum()) / logp.numel())
+
+
+def _supported(model: MultimodalRBM, names: Iterable[str]) -> bool:
+    return all(model.units[m].name in ("bernoulli", "gaussian") for m in names)
+
+
+@torch.no_grad()
+def likelihood_metrics(
+    model: MultimodalRBM,
+    modalities: Mapping[str, Tensor],
+    n_examples: int | None = 1000,
+    n_ais_runs: int = 16,
+    n_betas: int = 1000,
+    joint_ais_runs: int = 100,
+    joint_betas: int = 10000,
+    schedule: str = "piecewise",
+    ais_base: str = "meanfield",
+    seed: int = 0,
+    binarize_seed: int | None = 0,
+    exact_limit: int = P.EXACT_LIMIT,
+    batch_size: int = 500,
+    joint: bool = True,
+) -> dict[str, float]:
+    """``cond_nll/<m>_given_rest``, ``cond_nll/vi``, ``nll`` and their ``_stderr`` on a test split.
+
+    Uses the first ``n_examples`` examples (None = all), binarises the Bernoulli modalities with
+    ``binarize_seed`` (None = use as given), and draws all AIS randomness from one generator
+    seeded with ``seed``. Modalities with unit types the estimators do not support (replicated
+    softmax) are skipped with a warning (and so are ``vi`` and ``nll``).
+    """
+    model.eval()
+    device = model.c.device
+    n = next(iter(modalities.values())).shape[0]
+    n = n if n_examples is None else min(int(n_examples), n)
+    v = {m: modalities[m][:n] for m in model.names}
+    if binarize_seed is not None:
+        v = binarize(v, binarize_seed, [m for m in model.names if model.units[m].name == "bernoulli"])
+    v = {m: x.to(device=device, dtype=model.c.dtype) for m, x in v.items()}
+    g = P.make_generator(seed, device)
+    means = {m: x.mean(0) for m, x in v.items()}
+    out: dict[str, float] = {}
+    vi, vi_var, complete = 0.0, 0.0, True
+    for m in model.names:
+        if not _supported(model, [m]):
+            log.warning("cond_nll: modality %r has %s units, not supported; skipped", m, model.units[m].name)
+            complete = False
+            continue
+        logp, se, exact = conditional_log_likelihood(
+            model, v, m, exact_limit, n_ais_runs, n_betas, schedule, ais_base, means[m], g, batch_size
+        )
+        nll_m, se_m = _mean_and_se(logp, se)
+        log.info(
+            "cond_nll/%s_given_rest = %.4f ± %.4f (%s, %d examples)",
+            m,
+            nll_m,
+            se_m,
+            "exact" if exact else "AIS",
+            n,
+        )
+        out[f"cond_nll/{m}_given_rest"] = nll_m
+        out[f"cond_nll/{m}_given_rest_stderr"] = se_m
+        vi, vi_var = vi + nll_m, vi_var + se_m**2
+    if complete:
+        out["cond_nll/vi"] = vi
+        out["cond_nll/vi_stderr"] = math.sqrt(vi_var)
+    if joint and _supported(model, model.names):
+        logp, se, exact = joint_log_likelihood(
+            model, v, exact_limit, joint_ais_runs, joint_betas, schedule, means, g
+        )
+        out["nll"] = -float(logp.mean())
+        out["nll_stderr"] = se
+        log.info("nll = %.4f ± %.4f (%s)", out["nll"], se, "exact" if exact else "AIS")
+    return out

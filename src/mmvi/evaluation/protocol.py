@@ -81,6 +81,38 @@ def classification_metrics(
     return metrics
 
 
+def retrieval_figure_of_split(
+    model: MultimodalRBM, dm: MultimodalDataModule, reps: torch.Tensor, out_dir: Path, n_queries: int, k: int
+) -> Path:
+    """Supplement Figure S1: fixed test queries (the first ``n_queries``) and their top-k items.
+
+    Digits are drawn as images (MNIST halves joined); other data as text tiles with their labels.
+    """
+    from mmvi.evaluation.figures import retrieval_figure, retrieval_topk
+
+    test = dm.splits["test"]
+    query_idx = torch.arange(min(n_queries, len(test)))
+    topk = retrieval_topk(reps, reps, query_idx, k, exclude_self=True)
+    names = dm.label_names or [str(i) for i in range(test.labels.shape[1])]
+    captions = [", ".join(names[j] for j in torch.nonzero(row).flatten().tolist()) for row in test.labels]
+    images = None
+    if set(model.names) == {"left", "right"}:
+        from mmvi.data.mnist import join_halves
+
+        images = join_halves(test.modalities["left"], test.modalities["right"])
+    relevant = (test.labels[query_idx].unsqueeze(1) * test.labels[topk]).sum(-1) > 0
+    return retrieval_figure(
+        images,
+        images,
+        query_idx,
+        topk,
+        out_dir / "retrieval.png",
+        captions=captions,
+        relevant=relevant,
+        title="multimodal queries: top retrieved test items",
+    )
+
+
 def evaluate(
     model: MultimodalRBM,
     dm: MultimodalDataModule,
@@ -127,6 +159,18 @@ def evaluate(
         metrics.update(
             retrieval_measures(
                 reps["test"], reps["test"]["multimodal"], dm.splits["test"].labels, k=int(ret.get("k", 50))
+            )
+        )
+
+    if ret.get("enabled", False) and int(ret.get("n_figure_queries", 0)) > 0:
+        artefacts["retrieval"] = str(
+            retrieval_figure_of_split(
+                model,
+                dm,
+                reps["test"]["multimodal"],
+                out_dir,
+                int(ret["n_figure_queries"]),
+                int(ret.get("figure_k", 8)),
             )
         )
 

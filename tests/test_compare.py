@@ -290,7 +290,7 @@ def test_sweep_presets_compose_as_multiruns(preset, params):
 
 def test_optuna_search_composes():
     with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
-        cfg = compose("train", overrides=["+hparams_search=mnist_optuna"], return_hydra_config=True)
+        cfg = compose("train", overrides=["hparams_search=mnist_optuna"], return_hydra_config=True)
     sweeper = cfg.hydra.sweeper
     assert sweeper._target_.endswith("OptunaSweeper") and sweeper.direction == "minimize"
     assert set(sweeper.params) == {"optim.lr", "objective.sparsity_weight", "objective.mask_rate"}

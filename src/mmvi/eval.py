@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import logging
-import time
 from pathlib import Path
 
 import hydra
@@ -19,7 +18,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from mmvi.lit.module import MultimodalLitModule
 from mmvi.train import print_summary, run_metadata
-from mmvi.utils import finite_metrics, write_results
+from mmvi.utils import RunRecord
 
 log = logging.getLogger(__name__)
 
@@ -39,10 +38,7 @@ def evaluate_checkpoint(cfg: DictConfig) -> dict[str, float]:
     if not ckpt.is_file():
         raise FileNotFoundError(f"ckpt_path={ckpt}: no such checkpoint file")
     out_dir = Path(cfg.paths.output_dir)
-    meta = run_metadata(cfg)
-    started = time.time()
-    write_results(out_dir, "running", **meta, checkpoint=str(ckpt))
-    try:
+    with RunRecord(out_dir, run_metadata(cfg), checkpoint=str(ckpt)) as record:
         pl.seed_everything(int(cfg.seed))
         lit = MultimodalLitModule.load_from_checkpoint(str(ckpt), map_location="cpu")
         data_cfg = (
@@ -54,23 +50,9 @@ def evaluate_checkpoint(cfg: DictConfig) -> dict[str, float]:
         dm.setup()
         evaluate = instantiate(cfg.evaluation, _convert_="all")
         metrics, artefacts = evaluate(model=lit.model, dm=dm, out_dir=out_dir)
-        good, bad = finite_metrics(metrics)
-        if bad:
-            raise FloatingPointError(f"non-finite metrics {bad}")
-        write_results(
-            out_dir,
-            "completed",
-            **meta,
-            checkpoint=str(ckpt),
-            metrics=good,
-            artefacts=artefacts,
-            duration_s=time.time() - started,
-        )
-        print_summary(out_dir, good, None)
-        return good
-    except BaseException as exc:
-        write_results(out_dir, "failed", **meta, checkpoint=str(ckpt), reason=f"{type(exc).__name__}: {exc}")
-        raise
+        good = record.complete(metrics, artefacts=artefacts)
+    print_summary(out_dir, good, None)
+    return good
 
 
 @hydra.main(version_base="1.3", config_path="../../conf", config_name="eval")

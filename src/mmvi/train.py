@@ -13,7 +13,6 @@ from __future__ import annotations
 import logging
 import os
 import sys
-import time
 from pathlib import Path
 from typing import Any
 
@@ -26,7 +25,7 @@ from omegaconf import DictConfig, OmegaConf
 from mmvi.config_check import ConfigError, validate_config
 from mmvi.data.base import DataError, MultimodalDataModule
 from mmvi.lit.module import MultimodalLitModule, NonFiniteError
-from mmvi.utils import finite_metrics, write_json_atomic, write_results
+from mmvi.utils import RunRecord, finite_metrics, write_json_atomic
 
 log = logging.getLogger(__name__)
 
@@ -129,63 +128,39 @@ def train(cfg: DictConfig) -> dict[str, float]:
     out_dir = Path(cfg.paths.output_dir)
     zero = is_global_zero()
     meta = run_metadata(cfg)
-    started = time.time()
     if zero:
         out_dir.mkdir(parents=True, exist_ok=True)
         write_json_atomic(out_dir / "config_resolved.json", meta)
-        write_results(out_dir, "running", **meta, started=started)
-    loggers: list = []
     try:
-        validate_config(cfg)
-        pl.seed_everything(int(cfg.seed), workers=True)
-        dm: MultimodalDataModule = instantiate(cfg.data, _convert_="all")
-        dm.setup()
-        dm.shuffle_seed = int(cfg.seed)
-        lit = build_lit_module(cfg)
-        check_model_matches_data(lit, dm)
-        ckpt = resolve_ckpt_path(cfg)
-        if ckpt is None:
-            lit.model.init_visible_bias_from_data(dm.modality_means())
-        loggers = instantiate_dict(cfg.get("logger"))
-        callbacks = instantiate_dict(cfg.get("callbacks"))
-        trainer: pl.Trainer = instantiate(cfg.trainer, logger=loggers or False, callbacks=callbacks)
-        for lg in loggers:
-            lg.log_hyperparams({**meta["config"], "choices": meta.get("choices", {})})
-        trainer.fit(lit, datamodule=dm, ckpt_path=ckpt)
-        if trainer.interrupted:
-            raise KeyboardInterrupt("training was interrupted; resume with ckpt_path=last")
-        if not trainer.is_global_zero:
-            return {}
-        evaluate = instantiate(cfg.evaluation, _convert_="all")
-        metrics, artefacts = evaluate(model=lit.model, dm=dm, out_dir=out_dir)
-        good, bad = finite_metrics(metrics)
-        if bad:
-            raise FloatingPointError(f"non-finite metrics {bad}; results not recorded as completed")
-        wandb_dir = log_to_loggers(loggers, good, artefacts, trainer.global_step)
-        write_results(
-            out_dir,
-            "completed",
-            **meta,
-            metrics=good,
-            artefacts=artefacts,
-            wandb_dir=wandb_dir,
-            started=started,
-            duration_s=time.time() - started,
-        )
+        with RunRecord(out_dir, meta, write=zero) as record:
+            validate_config(cfg)
+            pl.seed_everything(int(cfg.seed), workers=True)
+            dm: MultimodalDataModule = instantiate(cfg.data, _convert_="all")
+            dm.setup()
+            dm.shuffle_seed = int(cfg.seed)
+            lit = build_lit_module(cfg)
+            check_model_matches_data(lit, dm)
+            ckpt = resolve_ckpt_path(cfg)
+            if ckpt is None:
+                lit.model.init_visible_bias_from_data(dm.modality_means())
+            loggers = instantiate_dict(cfg.get("logger"))
+            callbacks = instantiate_dict(cfg.get("callbacks"))
+            trainer: pl.Trainer = instantiate(cfg.trainer, logger=loggers or False, callbacks=callbacks)
+            for lg in loggers:
+                lg.log_hyperparams({**meta["config"], "choices": meta.get("choices", {})})
+            trainer.fit(lit, datamodule=dm, ckpt_path=ckpt)
+            if trainer.interrupted:
+                raise KeyboardInterrupt("training was interrupted; resume with ckpt_path=last")
+            if not trainer.is_global_zero:
+                return {}
+            evaluate = instantiate(cfg.evaluation, _convert_="all")
+            metrics, artefacts = evaluate(model=lit.model, dm=dm, out_dir=out_dir)
+            good, _ = finite_metrics(metrics)
+            wandb_dir = log_to_loggers(loggers, good, artefacts, trainer.global_step)
+            good = record.complete(metrics, artefacts=artefacts, wandb_dir=wandb_dir)
         finish_wandb()  # wandb prints its own run summary; ours comes last
         print_summary(out_dir, good, wandb_dir)
         return good
-    except BaseException as exc:
-        if zero:
-            write_results(
-                out_dir,
-                "failed",
-                **meta,
-                reason=f"{type(exc).__name__}: {exc}",
-                started=started,
-                duration_s=time.time() - started,
-            )
-        raise
     finally:
         finish_wandb()
 

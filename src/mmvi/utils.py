@@ -7,6 +7,7 @@ import json
 import math
 import os
 import tempfile
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -73,3 +74,41 @@ def finite_metrics(metrics: dict[str, float]) -> tuple[dict[str, float], list[st
     """Split metrics into the finite ones and the names of non-finite ones."""
     good = {k: float(v) for k, v in metrics.items() if math.isfinite(float(v))}
     return good, [k for k in metrics if k not in good]
+
+
+class RunRecord:
+    """The ``results.json`` of one run, as a context manager.
+
+    On entry it writes status ``running``; :meth:`complete` checks that every metric is finite
+    and writes ``completed``; an exception leaving the block writes ``failed`` with its reason
+    (and propagates). ``write=False`` (e.g. a non-zero DDP rank) writes nothing.
+    """
+
+    def __init__(self, folder: str | Path, meta: dict[str, Any], write: bool = True, **fields: Any) -> None:
+        self.folder = Path(folder)
+        self.fields = {**meta, **fields}
+        self.write = write
+        self.started = time.time()
+
+    def update(self, status: str = "running", **fields: Any) -> None:
+        """Rewrite the record with more fields (e.g. the stages finished so far)."""
+        self.fields.update(fields)
+        if self.write:
+            write_results(self.folder, status, **self.fields, started=self.started)
+
+    def __enter__(self) -> RunRecord:
+        self.update("running")
+        return self
+
+    def complete(self, metrics: dict[str, float], **fields: Any) -> dict[str, float]:
+        """Write ``completed`` with the metrics; non-finite metrics raise instead (never recorded)."""
+        good, bad = finite_metrics(metrics)
+        if bad:
+            raise FloatingPointError(f"non-finite metrics {bad}; results not recorded as completed")
+        self.update("completed", metrics=good, duration_s=time.time() - self.started, **fields)
+        return good
+
+    def __exit__(self, exc_type, exc, tb) -> bool:
+        if exc is not None:
+            self.update("failed", reason=f"{exc_type.__name__}: {exc}", duration_s=time.time() - self.started)
+        return False

@@ -23,7 +23,6 @@ written. Re-running the same command with the same run folder skips finished sta
 from __future__ import annotations
 
 import logging
-import time
 import warnings
 from functools import partial
 from pathlib import Path
@@ -49,7 +48,7 @@ from mmvi.deep.stages import (
 from mmvi.lit.module import MultimodalLitModule
 from mmvi.models.deep import MDRNN
 from mmvi.train import USER_ERRORS, exit_on_user_error, print_summary, run_metadata
-from mmvi.utils import finite_metrics, write_json_atomic, write_results
+from mmvi.utils import RunRecord, write_json_atomic
 
 log = logging.getLogger(__name__)
 
@@ -233,12 +232,9 @@ def run(cfg: DictConfig) -> dict[str, float]:
     """
     out_dir = Path(cfg.paths.output_dir)
     meta = run_metadata(cfg)
-    started = time.time()
     out_dir.mkdir(parents=True, exist_ok=True)
     write_json_atomic(out_dir / "config_resolved.json", meta)
-    write_results(out_dir, "running", **meta, started=started)
-    try:
-        resolved = meta["config"]
+    with RunRecord(out_dir, meta) as record:
         validate_config(cfg)
         pl.seed_everything(int(cfg.seed), workers=True)
         dm: MultimodalDataModule = instantiate(cfg.data, _convert_="all")
@@ -247,41 +243,17 @@ def run(cfg: DictConfig) -> dict[str, float]:
         model: MDRNN = instantiate(cfg.model, _convert_="all")
         check_sizes(model, dm)
         root = out_dir / "stages"
-        ran = train_stages(resolved, dm, model, root)
+        ran = train_stages(meta["config"], dm, model, root)
         stages = {name: str(root / name) for name in ran}
         if cfg.get("stop_after"):
-            write_results(
-                out_dir, "running", **meta, stages=stages, stopped_after=cfg.stop_after, started=started
-            )
+            record.update("running", stages=stages, stopped_after=cfg.stop_after)
             log.info("stopped after stage %s; re-run without stop_after to continue", cfg.stop_after)
             return {}
         evaluate = instantiate(cfg.evaluation, _convert_="all")
         metrics, artefacts = evaluate(model=model, dm=dm, out_dir=out_dir)
-        good, bad = finite_metrics(metrics)
-        if bad:
-            raise FloatingPointError(f"non-finite metrics {bad}; results not recorded as completed")
-        write_results(
-            out_dir,
-            "completed",
-            **meta,
-            metrics=good,
-            artefacts=artefacts,
-            stages=stages,
-            started=started,
-            duration_s=time.time() - started,
-        )
-        print_summary(out_dir, good, None)
-        return good
-    except BaseException as exc:
-        write_results(
-            out_dir,
-            "failed",
-            **meta,
-            reason=f"{type(exc).__name__}: {exc}",
-            started=started,
-            duration_s=time.time() - started,
-        )
-        raise
+        good = record.complete(metrics, artefacts=artefacts, stages=stages)
+    print_summary(out_dir, good, None)
+    return good
 
 
 @hydra.main(version_base="1.3", config_path="../../../conf", config_name="deep")

@@ -327,3 +327,11 @@ def test_wandb_runs_convert_like_run_folders():
         SimpleNamespace(path=["e", "p", "id2"], state="crashed", config=config, summary={})
     )
     assert isinstance(crashed, Skipped) and crashed.status == "crashed"
+
+
+def test_folds_and_seeds_are_repeats_not_configurations():
+    from mmvi.report.collect import parse_overrides
+
+    assert parse_overrides(["objective=minvi_mp", "seed=1", "data.fold=3", "objective.alpha=0.5"]) == {
+        "objective.alpha": "0.5"
+    }

@@ -18,8 +18,9 @@ from mmvi.utils import RESULTS_FILE
 
 # Hydra choices that always define a configuration (the columns of the report's tables)
 KEY_CHOICES = ("data", "model", "objective", "experiment")
-# overrides that never define a configuration: repeats and bookkeeping
-IGNORED_KEYS = {"seed", "sweep_name", "task_name", "ckpt_path", "tags"}
+# overrides that never define a configuration: repeats (seeds, and the data folds the paper
+# averages over, PAPER.md §3) and bookkeeping
+IGNORED_KEYS = {"seed", "data.fold", "sweep_name", "task_name", "ckpt_path", "tags"}
 IGNORED_PREFIXES = ("hydra", "paths.", "logger", "callbacks", "trainer.enable_progress_bar")
 PATH_SUFFIXES = ("_dir", "_path", "_file", "dir", "path")
 DEFAULT = "default"

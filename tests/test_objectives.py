@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pytest
 import torch
 
 from helpers import all_binary, split_state, tiny_model
@@ -144,3 +145,15 @@ def test_sparsity_penalty_is_minimal_at_the_target():
     values = torch.linspace(0.01, 0.9, 90)
     pens = torch.stack([sparsity_penalty(torch.full((4, 3), float(p)), target) for p in values])
     assert abs(values[pens.argmin()].item() - target) < 0.011
+
+
+@pytest.mark.slow
+def test_compiled_objective_equals_eager():
+    model = tiny_model({"x": 4, "y": 3}, n_hidden=5, std=0.5, seed=11)
+    obj = MultiPrediction(mask_rate=0.5, mf_steps=3, bptt_steps=3, grow_every=0)
+    v = _batch(model)
+    torch.manual_seed(0)
+    eager = obj(model, v)[0]
+    torch.manual_seed(0)
+    compiled = torch.compile(obj.forward)(model, v)[0]
+    torch.testing.assert_close(compiled, eager)

@@ -97,6 +97,7 @@ def build_lit_module(cfg: DictConfig) -> MultimodalLitModule:
         optim=resolved["optim"],
         nonfinite=resolved.get("nonfinite"),
         seed=int(resolved["seed"]),
+        compile=bool(resolved.get("compile", False)),
     )
 
 

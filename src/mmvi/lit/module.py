@@ -54,6 +54,7 @@ class MultimodalLitModule(pl.LightningModule):
         optim: lr, lr_decay, momentum_initial, momentum, momentum_switch_epoch, weight_decay.
         nonfinite: policy (backoff|stop), backoff, max_consecutive.
         val_mf_steps: mean-field steps for the validation conditional cross-entropies.
+        compile: run the objective (the unrolled mean-field / Gibbs loops) through ``torch.compile``.
         seed: the global RNG is re-seeded from (seed, rank, epoch) at every epoch start, so a run
             resumed from an end-of-epoch checkpoint draws the same samples as an uninterrupted one.
     """
@@ -66,6 +67,7 @@ class MultimodalLitModule(pl.LightningModule):
         nonfinite: Mapping | None = None,
         val_mf_steps: int = 10,
         seed: int = 0,
+        compile: bool = False,
     ) -> None:
         super().__init__()
         self.save_hyperparameters()
@@ -88,6 +90,8 @@ class MultimodalLitModule(pl.LightningModule):
             )
         self.val_mf_steps = int(val_mf_steps)
         self.seed = int(seed)
+        # the compiled wrapper shares the objective's parameters and buffers (not registered twice)
+        self._loss = torch.compile(self.objective.forward) if compile else self.objective.forward
         # per-epoch learning-rate multiplier lowered by non-finite steps; checkpointed
         self.register_buffer("lr_backoff", torch.ones((), dtype=torch.float64))
         self.register_buffer("bad_steps", torch.zeros((), dtype=torch.long))
@@ -142,7 +146,7 @@ class MultimodalLitModule(pl.LightningModule):
             group["lr"] = self.learning_rate(epoch)
             group["momentum"] = self.momentum(epoch)
         v = batch["modalities"]
-        loss, logs = self.objective(self.model, v)
+        loss, logs = self._loss(self.model, v)
         if self._any_rank(not bool(torch.isfinite(loss))):
             return self._bad_step("loss", batch_idx)
         opt.zero_grad(set_to_none=True)

@@ -150,10 +150,13 @@ def test_sparsity_penalty_is_minimal_at_the_target():
 @pytest.mark.slow
 def test_compiled_objective_equals_eager():
     model = tiny_model({"x": 4, "y": 3}, n_hidden=5, std=0.5, seed=11)
-    obj = MultiPrediction(mask_rate=0.5, mf_steps=3, bptt_steps=3, grow_every=0)
+    # mask_rate 0 hides the predicted half whole: the loss is deterministic (compiled code draws
+    # its random numbers differently from eager code)
+    obj = MultiPrediction(mask_rate=0.0, mf_steps=3, bptt_steps=3, grow_every=0)
     v = _batch(model)
-    torch.manual_seed(0)
     eager = obj(model, v)[0]
-    torch.manual_seed(0)
     compiled = torch.compile(obj.forward)(model, v)[0]
     torch.testing.assert_close(compiled, eager)
+    g_eager = torch.autograd.grad(eager, model.W["x"])[0]
+    g_compiled = torch.autograd.grad(torch.compile(obj.forward)(model, v)[0], model.W["x"])[0]
+    torch.testing.assert_close(g_compiled, g_eager)

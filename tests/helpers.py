@@ -44,3 +44,22 @@ def brute_free_energy(model: MultimodalRBM, v: dict[str, torch.Tensor]) -> torch
     n = next(iter(v.values())).shape[0]
     energies = torch.stack([model.energy(v, h.expand(n, -1)) for h in hs], dim=1)
     return -torch.logsumexp(-energies, dim=1)
+
+
+def assert_gradient_matches_finite_differences(
+    loss, module: torch.nn.Module, samples: int = 5, eps: float = 1e-6
+) -> None:
+    """Autograd gradient of ``loss()`` equals central differences on ``samples`` entries per parameter."""
+    module.zero_grad()
+    loss().backward()
+    for name, p in module.named_parameters():
+        flat, grad = p.data.view(-1), p.grad.view(-1)
+        for i in range(0, flat.numel(), max(1, flat.numel() // samples)):
+            old = flat[i].item()
+            flat[i] = old + eps
+            up = loss().item()
+            flat[i] = old - eps
+            down = loss().item()
+            flat[i] = old
+            fd = (up - down) / (2 * eps)
+            assert abs(fd - grad[i].item()) < 1e-6 * max(1.0, abs(fd)), (name, i, fd, grad[i].item())

@@ -89,8 +89,11 @@ def test_cluster_and_ddp_configs_compose(tmp_path):
     assert cfg.trainer.strategy.broadcast_buffers is False and cfg.trainer.use_distributed_sampler is False
     assert cfg.trainer.num_nodes == 2
     with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
-        full = compose("train", overrides=["trainer=ddp_slurm", "hydra/launcher=slurm", "trainer.devices=8"],
-                       return_hydra_config=True)
+        full = compose(
+            "train",
+            overrides=["trainer=ddp_slurm", "hydra/launcher=slurm", "trainer.devices=8"],
+            return_hydra_config=True,
+        )
     launcher = full.hydra.launcher
     assert launcher._target_.endswith("SlurmLauncher")
     assert (launcher.nodes, launcher.tasks_per_node, launcher.gpus_per_node) == (2, 8, 8)

@@ -14,6 +14,7 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.utils import instantiate
 from omegaconf import OmegaConf, open_dict
 
+from helpers import assert_gradient_matches_finite_differences
 from mmvi.config_check import ConfigError
 from mmvi.deep.finetune import RecurrentPrediction
 from mmvi.models import MultimodalRBM
@@ -100,20 +101,7 @@ def test_finetune_loss_gradient_matches_finite_differences():
     def loss() -> torch.Tensor:
         return objective(model, v)[0]
 
-    model.zero_grad()
-    loss().backward()
-    eps = 1e-6
-    for name, p in model.named_parameters():
-        flat, grad = p.data.view(-1), p.grad.view(-1)
-        for i in range(0, flat.numel(), max(1, flat.numel() // 3)):
-            old = flat[i].item()
-            flat[i] = old + eps
-            up = loss().item()
-            flat[i] = old - eps
-            down = loss().item()
-            flat[i] = old
-            fd = (up - down) / (2 * eps)
-            assert abs(fd - grad[i].item()) < 1e-6 * max(1.0, abs(fd)), (name, i, fd, grad[i].item())
+    assert_gradient_matches_finite_differences(loss, model, samples=3)
 
 
 def test_finetune_truncation_and_directions():

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from helpers import all_binary, split_state, tiny_model
+from helpers import all_binary, assert_gradient_matches_finite_differences, split_state, tiny_model
 from mmvi.objectives import CDPercLoss, ContrastiveDivergence, Mixture, MultiPrediction, sparsity_penalty
 
 
@@ -23,20 +23,7 @@ def test_mp_loss_gradient_matches_finite_differences():
         torch.manual_seed(123)  # same masks at every evaluation
         return obj(model, v)[0]
 
-    model.zero_grad()
-    loss().backward()
-    eps = 1e-6
-    for name, p in model.named_parameters():
-        flat, grad = p.data.view(-1), p.grad.view(-1)
-        for i in range(0, flat.numel(), max(1, flat.numel() // 5)):
-            old = flat[i].item()
-            flat[i] = old + eps
-            up = loss().item()
-            flat[i] = old - eps
-            down = loss().item()
-            flat[i] = old
-            fd = (up - down) / (2 * eps)
-            assert abs(fd - grad[i].item()) < 1e-6 * max(1.0, abs(fd)), (name, i, fd, grad[i].item())
+    assert_gradient_matches_finite_differences(loss, model, samples=5)
 
 
 def test_mp_truncation_cuts_the_gradient_of_early_steps():

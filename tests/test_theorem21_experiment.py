@@ -75,7 +75,9 @@ def test_table_samples_splits_labels_and_fixed_eval_sets():
     for split in ("val", "test"):  # evaluation sets do not depend on n
         for m in ("x", "y"):
             assert torch.equal(small.splits[split].modalities[m], big.splits[split].modalities[m])
-    assert not torch.equal(small.splits["val"].modalities["x"][:100], small.splits["test"].modalities["x"][:100])
+    assert not torch.equal(
+        small.splits["val"].modalities["x"][:100], small.splits["test"].modalities["x"][:100]
+    )
     tr = big.splits["train"]
     assert set(torch.unique(tr.modalities["y"]).tolist()) == {0.0, 1.0}
     assert torch.equal(tr.labels.argmax(1), torch.from_numpy(state_index(tr.modalities["x"])))
@@ -143,7 +145,9 @@ def test_evaluate_theorem21_at_the_fixed_point_is_zero():
     model = MultimodalRBM(MODALITIES, n_hidden=5, init_std=1.0).double()
     p = rbm_joint_table(model)
     x = torch.from_numpy(binary_states(4)).float()
-    dm = SimpleNamespace(p_data=p, setup=lambda: None, splits={"train": SimpleNamespace(modalities={"x": x, "y": x})})
+    dm = SimpleNamespace(
+        p_data=p, setup=lambda: None, splits={"train": SimpleNamespace(modalities={"x": x, "y": x})}
+    )
     metrics, _ = evaluate_theorem21(model, dm)
     for key in ("theory/pi_x_l2", "theory/pi_y_l2", "theory/tv_joint", "theory/kl_x", "theory/kl_y"):
         assert abs(metrics[key]) < 1e-9, key
@@ -152,12 +156,25 @@ def test_evaluate_theorem21_at_the_fixed_point_is_zero():
     assert metrics["theory/n_samples"] == 16
 
 
-def _fake_run(folder: Path, status: str, objective: str, n: int, seed: int, tv: float, overrides=(), theory=True):
+def _fake_run(
+    folder: Path, status: str, objective: str, n: int, seed: int, tv: float, overrides=(), theory=True
+):
     metrics = {k: tv for k in MEASURE_KEYS} if theory else {"nll": 1.0}
     if theory:
-        metrics.update({"theory/n_samples": n, "theory/tv_empirical": 0.1, "theory/l_vi_min": 2.0, "theory/l_nll_min": 4.0})
+        metrics.update(
+            {
+                "theory/n_samples": n,
+                "theory/tv_empirical": 0.1,
+                "theory/l_vi_min": 2.0,
+                "theory/l_nll_min": 4.0,
+            }
+        )
     write_results(
-        folder, status, metrics=metrics, choices={"objective": objective}, config={"seed": seed},
+        folder,
+        status,
+        metrics=metrics,
+        choices={"objective": objective},
+        config={"seed": seed},
         overrides=[f"objective={objective}", f"data.n_samples={n}", f"seed={seed}", *overrides],
     )
 
@@ -174,7 +191,9 @@ def test_report_aggregates_seeds_labels_variants_and_lists_skipped(tmp_path):
     md = paths["markdown"].read_text()
     rows = [line for line in md.splitlines() if line.startswith("| minvi_mp")]
     assert rows == [
-        "| minvi_mp model.n_hidden=16 | 100 | 2 | " + " | ".join(["0.3000 ± 0.1000"] * 7) + " | 0.1000 ± 0.0000 |",
+        "| minvi_mp model.n_hidden=16 | 100 | 2 | "
+        + " | ".join(["0.3000 ± 0.1000"] * 7)
+        + " | 0.1000 ± 0.0000 |",
         "| minvi_mp model.n_hidden=32 | 100 | 1 | " + " | ".join(["0.1000"] * 7) + " | 0.1000 |",
     ]
     assert "Skipped (3)" in md and "`3`: status failed" in md and "`4`: status running" in md
@@ -196,17 +215,30 @@ def test_tiny_multirun_through_the_cli_writes_results_and_the_report(tmp_path):
     sweep = tmp_path / "sweep"
     env = {**os.environ, "OMP_NUM_THREADS": "1", "WANDB_SILENT": "true", "HYDRA_FULL_ERROR": "1"}
     args = [
-        "-m", "experiment=theorem21", "objective=nll_pcd,minvi_mp", "data.n_samples=100,1000",
-        "trainer.max_steps=30", f"hydra.sweep.dir={sweep}", "logger=csv",
+        "-m",
+        "experiment=theorem21",
+        "objective=nll_pcd,minvi_mp",
+        "data.n_samples=100,1000",
+        "trainer.max_steps=30",
+        f"hydra.sweep.dir={sweep}",
+        "logger=csv",
     ]
     proc = subprocess.run(
-        [sys.executable, "-m", "mmvi.train", *args], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300
+        [sys.executable, "-m", "mmvi.train", *args],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     results = [json.loads(p.read_text()) for p in sorted(sweep.glob("*/results.json"))]
     assert len(results) == 4 and all(r["status"] == "completed" for r in results)
     assert sorted((r["choices"]["objective"], r["metrics"]["theory/n_samples"]) for r in results) == [
-        ("minvi_mp", 100), ("minvi_mp", 1000), ("nll_pcd", 100), ("nll_pcd", 1000)
+        ("minvi_mp", 100),
+        ("minvi_mp", 1000),
+        ("nll_pcd", 100),
+        ("nll_pcd", 1000),
     ]
     for r in results:
         assert all(math.isfinite(r["metrics"][k]) for k in MEASURE_KEYS)

@@ -28,7 +28,7 @@ import torch
 from torch import Tensor, nn
 
 from mmvi.models.hidden_units import make_hidden_units
-from mmvi.models.mrbm import MultimodalRBM, Visibles
+from mmvi.models.mrbm import MultimodalRBM, Visibles, check_visibles
 from mmvi.models.units import UNIT_OPTIONS, Units, make_units
 
 RBM_TARGET = "mmvi.models.MultimodalRBM"
@@ -117,13 +117,7 @@ class MDRNN(nn.Module):
         return self.top.n_hidden
 
     def check_visibles(self, v: Mapping[str, Tensor]) -> None:
-        for m, x in v.items():
-            if m not in self.sizes:
-                raise ValueError(f"unknown modality {m!r}; the model has {self.names}")
-            if x.dim() != 2 or x.shape[1] != self.sizes[m]:
-                raise ValueError(
-                    f"modality {m!r}: expected shape (batch, {self.sizes[m]}), got {tuple(x.shape)}"
-                )
+        check_visibles(v, self.sizes)
 
     # ---------------------------------------------------------------- passes
     def up(self, m: str, x: Tensor, n_layers: int | None = None) -> Tensor:

@@ -24,6 +24,20 @@ from mmvi.models.units import UNIT_OPTIONS, Units, make_units
 Visibles = dict[str, Tensor]
 
 
+def check_visibles(
+    v: Mapping[str, Tensor], sizes: Mapping[str, int], required: Iterable[str] | None = None
+) -> None:
+    """Raise ValueError for a modality not in ``sizes``, a wrong shape, or a missing required one."""
+    for m, x in v.items():
+        if m not in sizes:
+            raise ValueError(f"unknown modality {m!r}; the model has {list(sizes)}")
+        if x.dim() != 2 or x.shape[1] != sizes[m]:
+            raise ValueError(f"modality {m!r}: expected shape (batch, {sizes[m]}), got {tuple(x.shape)}")
+    for m in required or ():
+        if m not in v:
+            raise ValueError(f"modality {m!r} missing; given {sorted(v)}")
+
+
 class MultimodalRBM(nn.Module):
     """RBM over any number of named modalities with a shared (by default Bernoulli) hidden layer.
 
@@ -81,16 +95,7 @@ class MultimodalRBM(nn.Module):
 
     def check_visibles(self, v: Mapping[str, Tensor], names: Iterable[str] | None = None) -> None:
         """Clear error for unknown modality names or wrong shapes."""
-        for m, x in v.items():
-            if m not in self.sizes:
-                raise ValueError(f"unknown modality {m!r}; the model has {self.names}")
-            if x.dim() != 2 or x.shape[1] != self.sizes[m]:
-                raise ValueError(
-                    f"modality {m!r}: expected shape (batch, {self.sizes[m]}), got {tuple(x.shape)}"
-                )
-        for m in names or ():
-            if m not in v:
-                raise ValueError(f"modality {m!r} missing; given {sorted(v)}")
+        check_visibles(v, self.sizes, names)
 
     # ------------------------------------------------------------- conditionals
     def bottom_up(self, v: Mapping[str, Tensor], scale: Mapping[str, float] | None = None) -> Tensor | float:

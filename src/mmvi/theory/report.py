@@ -73,7 +73,7 @@ def collect(sweep_dir: str | Path) -> Collected:
     found = []
     for path in sorted(sweep_dir.rglob(RESULTS_FILE), key=lambda p: str(p)):
         rel = str(path.parent.relative_to(sweep_dir)) or "."
-        if "wandb" in path.parts[len(sweep_dir.parts):]:
+        if "wandb" in path.parts[len(sweep_dir.parts) :]:
             continue
         try:
             res = read_results(path)
@@ -97,7 +97,9 @@ def collect(sweep_dir: str | Path) -> Collected:
     for rel, res in found:
         metrics = res["metrics"]
         config = res.get("config") or {}
-        objective = (res.get("choices") or {}).get("objective") or str(config.get("objective", {}).get("_target_"))
+        objective = (res.get("choices") or {}).get("objective") or str(
+            config.get("objective", {}).get("_target_")
+        )
         label = " ".join([objective] + [f"{k}={overrides[rel].get(k, '-')}" for k in varying])
         row = {"run": rel, "objective": label, "n": int(round(metrics[N_KEY])), "seed": config.get("seed")}
         row.update({k: float(metrics[k]) for k in (*MEASURE_KEYS, *EXTRA_KEYS, *FLOOR_KEYS) if k in metrics})
@@ -153,7 +155,9 @@ def markdown(summary: list[dict[str, Any]], collected: Collected, sweep_dir: str
         "|---|---:|---:|" + "---:|" * len(cols),
     ]
     for e in summary:
-        lines.append(f"| {e['objective']} | {e['n']} | {e['runs']} | " + " | ".join(_fmt(e, k) for k in cols) + " |")
+        lines.append(
+            f"| {e['objective']} | {e['n']} | {e['runs']} | " + " | ".join(_fmt(e, k) for k in cols) + " |"
+        )
     floors = {k: [r[k] for r in collected.rows if k in r] for k in FLOOR_KEYS}
     if all(floors.values()):
         lines += [
@@ -204,14 +208,20 @@ def report(sweep_dir: str | Path, out_dir: str | Path | None = None) -> dict[str
     out_dir = Path(out_dir) if out_dir is not None else sweep_dir
     collected = collect(sweep_dir)
     summary = summarise(collected.rows)
-    paths = {"markdown": write_text_atomic(out_dir / f"{REPORT_NAME}.md", markdown(summary, collected, sweep_dir))}
+    paths = {
+        "markdown": write_text_atomic(out_dir / f"{REPORT_NAME}.md", markdown(summary, collected, sweep_dir))
+    }
     if not collected.rows:
-        raise ValueError(f"{sweep_dir}: no completed theorem21 run ({len(collected.skipped)} skipped); see {paths['markdown']}")
+        raise ValueError(
+            f"{sweep_dir}: no completed theorem21 run ({len(collected.skipped)} skipped); see {paths['markdown']}"
+        )
     keys = [*MEASURE_KEYS, *EXTRA_KEYS]
     columns = ["objective", "n", "runs"] + [c for k in keys for c in (k, k + ":std")]
     paths["csv"] = write_text_atomic(out_dir / f"{REPORT_NAME}.csv", _csv_text(summary, columns))
     run_cols = ["run", "objective", "n", "seed", *keys, *FLOOR_KEYS]
-    paths["runs_csv"] = write_text_atomic(out_dir / f"{REPORT_NAME}_runs.csv", _csv_text(collected.rows, run_cols))
+    paths["runs_csv"] = write_text_atomic(
+        out_dir / f"{REPORT_NAME}_runs.csv", _csv_text(collected.rows, run_cols)
+    )
     paths["plot"] = write_plot(collected.rows, out_dir / f"{REPORT_NAME}.png")
     return paths
 
@@ -225,7 +235,11 @@ def log_to_wandb(sweep_dir: str | Path, plot: str | Path, table_csv: str | Path 
         import wandb
 
         run = wandb.init(
-            mode="offline", dir=str(sweep_dir), project="mmvi", group=REPORT_NAME, job_type="report",
+            mode="offline",
+            dir=str(sweep_dir),
+            project="mmvi",
+            group=REPORT_NAME,
+            job_type="report",
             name=f"{REPORT_NAME}-report",
         )
         try:

@@ -8,6 +8,7 @@ accelerator (``to_device``) with no per-step host→device copy.
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
 from dataclasses import dataclass
 
 import lightning.pytorch as pl
@@ -127,7 +128,7 @@ def one_hot(labels: Tensor, n_classes: int) -> Tensor:
     return torch.nn.functional.one_hot(labels.long(), n_classes).float()
 
 
-class MultimodalDataModule(pl.LightningDataModule):
+class MultimodalDataModule(pl.LightningDataModule, ABC):
     """Base class: subclasses implement :meth:`load_splits` returning train/val/test splits.
 
     Args:
@@ -165,8 +166,9 @@ class MultimodalDataModule(pl.LightningDataModule):
         self.splits: dict[str, Split] = {}
 
     # ------------------------------------------------------------------ loading
+    @abstractmethod
     def load_splits(self) -> dict[str, Split]:
-        raise NotImplementedError
+        """The train/val/test splits of the data set."""
 
     def setup(self, stage: str | None = None) -> None:
         if self.splits:

@@ -15,30 +15,32 @@ replicated softmax, where it is the document length D).
 from __future__ import annotations
 
 import math
+from abc import ABC, abstractmethod
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
 
-class Units:
+class Units(ABC):
     """Interface of a visible unit type."""
 
     name: str = "units"
     binary: bool = False
 
-    def energy(self, v: Tensor, bias: Tensor) -> Tensor:
-        raise NotImplementedError
+    @abstractmethod
+    def energy(self, v: Tensor, bias: Tensor) -> Tensor: ...
 
-    def mean(self, act: Tensor) -> Tensor:
-        raise NotImplementedError
+    @abstractmethod
+    def mean(self, act: Tensor) -> Tensor: ...
 
-    def sample(self, act: Tensor) -> Tensor:
-        raise NotImplementedError
+    @abstractmethod
+    def sample(self, act: Tensor) -> Tensor: ...
 
+    @abstractmethod
     def log_prob_units(self, v: Tensor, act: Tensor) -> Tensor:
         """Element-wise log-probability terms; their sum over units is log p(v | act)."""
-        raise NotImplementedError
+        ...
 
     def log_prob(self, v: Tensor, act: Tensor) -> Tensor:
         return self.log_prob_units(v, act).sum(-1)

@@ -7,6 +7,7 @@ A sparsity penalty (cross-entropy between a target q and the batch-mean hidden a
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
 from collections.abc import Mapping
 
 import torch
@@ -21,7 +22,7 @@ def sparsity_penalty(hidden_probs: Tensor, target: float) -> Tensor:
     return -(target * torch.log(p) + (1 - target) * torch.log1p(-p)).sum()
 
 
-class Objective(nn.Module):
+class Objective(nn.Module, ABC):
     """Base class. Subclasses implement :meth:`terms`.
 
     Args:
@@ -45,9 +46,9 @@ class Objective(nn.Module):
     def set_epoch(self, epoch: int) -> None:
         self.epoch = int(epoch)
 
+    @abstractmethod
     def terms(self, model: MultimodalRBM, v: Mapping[str, Tensor]) -> tuple[Tensor, Tensor | None, dict]:
         """Return (loss, hidden probabilities for the sparsity penalty or None, logs)."""
-        raise NotImplementedError
 
     def forward(self, model: MultimodalRBM, v: Mapping[str, Tensor]) -> tuple[Tensor, dict]:
         loss, hidden, logs = self.terms(model, v)

@@ -3,8 +3,12 @@
 from __future__ import annotations
 
 import itertools
+from pathlib import Path
 
 import torch
+from hydra import compose, initialize_config_dir
+from hydra.core.hydra_config import HydraConfig
+from omegaconf import DictConfig, open_dict
 
 from mmvi.models.mrbm import MultimodalRBM
 
@@ -63,3 +67,23 @@ def assert_gradient_matches_finite_differences(
             flat[i] = old
             fd = (up - down) / (2 * eps)
             assert abs(fd - grad[i].item()) < 1e-6 * max(1.0, abs(fd)), (name, i, fd, grad[i].item())
+
+
+CONF = Path(__file__).resolve().parents[1] / "conf"
+
+
+def compose_job(
+    config_name: str, overrides: list[str], output_dir: Path, keep_hydra: bool = False
+) -> DictConfig:
+    """Compose ``conf/<config_name>.yaml`` as a job would see it, writing into ``output_dir``.
+
+    HydraConfig is set so ``${hydra:...}`` resolves; the ``hydra`` node is dropped unless kept.
+    """
+    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+        cfg = compose(config_name, overrides=overrides, return_hydra_config=True)
+    HydraConfig().set_config(cfg)
+    with open_dict(cfg):
+        cfg.paths.output_dir = str(output_dir)
+        if not keep_hydra:
+            del cfg["hydra"]
+    return cfg

@@ -6,10 +6,10 @@ from pathlib import Path
 
 import pytest
 from hydra import compose, initialize_config_dir
-from hydra.core.hydra_config import HydraConfig
 from hydra.utils import instantiate
-from omegaconf import OmegaConf, open_dict
+from omegaconf import OmegaConf
 
+from helpers import compose_job
 from mmvi.config_check import validate_config
 from mmvi.objectives import Objective
 
@@ -22,13 +22,7 @@ def options(group: str) -> list[str]:
 
 
 def compose_train(overrides: list[str], tmp_path: Path):
-    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
-        cfg = compose("train", overrides=overrides, return_hydra_config=True)
-    HydraConfig().set_config(cfg)
-    with open_dict(cfg):
-        cfg.paths.output_dir = str(tmp_path)
-        del cfg["hydra"]
-    return cfg
+    return compose_job("train", overrides, tmp_path)
 
 
 @pytest.mark.parametrize("experiment", options("experiment"))

@@ -9,12 +9,10 @@ from pathlib import Path
 
 import pytest
 import torch
-from hydra import compose, initialize_config_dir
-from hydra.core.hydra_config import HydraConfig
 from hydra.utils import instantiate
-from omegaconf import OmegaConf, open_dict
+from omegaconf import OmegaConf
 
-from helpers import assert_gradient_matches_finite_differences
+from helpers import assert_gradient_matches_finite_differences, compose_job
 from mmvi.config_check import ConfigError
 from mmvi.deep.finetune import RecurrentPrediction
 from mmvi.models import MultimodalRBM
@@ -122,13 +120,7 @@ def test_finetune_truncation_and_directions():
 
 # ----------------------------------------------------------------------------- configs
 def compose_deep(overrides: list[str], run_dir: Path):
-    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
-        cfg = compose("deep", overrides=overrides, return_hydra_config=True)
-    HydraConfig().set_config(cfg)
-    with open_dict(cfg):
-        cfg.paths.output_dir = str(run_dir)
-        del cfg["hydra"]
-    return cfg
+    return compose_job("deep", overrides, run_dir)
 
 
 @pytest.mark.parametrize("experiment", ["wikipedia_deep", "mfeat_deep", "flickr_offline", "paper_flickr"])

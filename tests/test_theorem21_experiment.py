@@ -14,11 +14,10 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 import torch
-from hydra import compose, initialize_config_dir
-from hydra.core.hydra_config import HydraConfig
 from hydra.utils import instantiate
 from omegaconf import OmegaConf, open_dict
 
+from helpers import compose_job
 from mmvi.config_check import validate_config
 from mmvi.data.table import CyclingEpochSampler, TableSamples
 from mmvi.models.mrbm import MultimodalRBM
@@ -33,12 +32,7 @@ MODALITIES = {"x": {"size": 4, "units": "bernoulli"}, "y": {"size": 4, "units": 
 
 
 def compose_theorem21(overrides: list[str], tmp_path: Path):
-    with initialize_config_dir(config_dir=str(REPO / "conf"), version_base="1.3"):
-        cfg = compose("train", overrides=["experiment=theorem21", *overrides], return_hydra_config=True)
-    HydraConfig().set_config(cfg)
-    with open_dict(cfg):
-        cfg.paths.output_dir = str(tmp_path)
-    return cfg
+    return compose_job("train", ["experiment=theorem21", *overrides], tmp_path, keep_hydra=True)
 
 
 @pytest.mark.parametrize("objective", ["nll_pcd", "minvi_mp", "minvi_cdpl", "minvi_ccd"])

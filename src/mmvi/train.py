@@ -13,6 +13,7 @@ from __future__ import annotations
 import logging
 import os
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -203,13 +204,18 @@ def exit_on_user_error(exc: Exception) -> None:
     raise SystemExit(2)
 
 
-@hydra.main(version_base="1.3", config_path="../../conf", config_name="train")
-def main(cfg: DictConfig) -> float | None:
+def run_task(task: Callable[[DictConfig], dict[str, float]], cfg: DictConfig) -> float | None:
+    """Run an entry point's task; user errors end it with one line; return the optimised metric."""
     try:
-        metrics = train(cfg)
+        metrics = task(cfg)
     except USER_ERRORS as exc:
         exit_on_user_error(exc)
     return metrics.get(cfg.get("optimized_metric")) if metrics else None
+
+
+@hydra.main(version_base="1.3", config_path="../../conf", config_name="train")
+def main(cfg: DictConfig) -> float | None:
+    return run_task(train, cfg)
 
 
 if __name__ == "__main__":

@@ -47,7 +47,7 @@ from mmvi.deep.stages import (
 )
 from mmvi.lit.module import MultimodalLitModule
 from mmvi.models.deep import MDRNN
-from mmvi.train import USER_ERRORS, exit_on_user_error, print_summary, run_metadata
+from mmvi.train import print_summary, run_metadata, run_task
 from mmvi.utils import RunRecord, write_json_atomic
 
 log = logging.getLogger(__name__)
@@ -262,11 +262,7 @@ def main(cfg: DictConfig) -> float | None:
     warnings.filterwarnings("ignore", message=".*log_every_n_steps.*")
     for name in ("lightning.pytorch.utilities.rank_zero", "lightning.pytorch.accelerators.cuda"):
         logging.getLogger(name).setLevel(logging.WARNING)
-    try:
-        metrics = run(cfg)
-    except USER_ERRORS as exc:
-        exit_on_user_error(exc)
-    return metrics.get(cfg.get("optimized_metric")) if metrics else None
+    return run_task(run, cfg)
 
 
 if __name__ == "__main__":

@@ -49,7 +49,9 @@ def evaluate_checkpoint(cfg: DictConfig) -> dict[str, float]:
         dm = instantiate(data_cfg, _convert_="all")
         dm.setup()
         evaluate = instantiate(cfg.evaluation, _convert_="all")
-        metrics, artefacts = evaluate(model=lit.model, dm=dm, out_dir=out_dir)
+        metrics, artefacts = evaluate(
+            model=lit.model, dm=dm, out_dir=out_dir, native_steps=lit.objective.native_inference_steps
+        )
         good = record.complete(metrics, artefacts=artefacts)
     print_summary(out_dir, good, None)
     return good

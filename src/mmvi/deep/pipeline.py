@@ -225,6 +225,14 @@ def check_sizes(model: MDRNN, dm: MultimodalDataModule) -> None:
         )
 
 
+def native_inference_steps(cfg: dict) -> int:
+    """The deep model's own inference: the last fine-tuning phase's T, else the top objective's."""
+    phases = [s for s in (cfg["stages"].get("finetune") or {}).values() if s]
+    if phases:
+        return int(phases[-1]["objective"].get("steps", 5))
+    return instantiate(cfg["objective"], _convert_="all").native_inference_steps
+
+
 def run(cfg: DictConfig) -> dict[str, float]:
     """Train every stage (loading finished ones), evaluate, write ``results.json``; return the metrics.
 
@@ -250,7 +258,9 @@ def run(cfg: DictConfig) -> dict[str, float]:
             log.info("stopped after stage %s; re-run without stop_after to continue", cfg.stop_after)
             return {}
         evaluate = instantiate(cfg.evaluation, _convert_="all")
-        metrics, artefacts = evaluate(model=model, dm=dm, out_dir=out_dir)
+        metrics, artefacts = evaluate(
+            model=model, dm=dm, out_dir=out_dir, native_steps=native_inference_steps(meta["config"])
+        )
         good = record.complete(metrics, artefacts=artefacts, stages=stages)
     print_summary(out_dir, good, None)
     return good

@@ -113,10 +113,36 @@ def retrieval_figure_of_split(
     )
 
 
+INFERENCE_MODES = ("native", "converged")
+
+
+def inference_steps(
+    inference: str, native_steps: int | None, mf_steps: int, mf_tol: float | None
+) -> tuple[int, float | None]:
+    """Mean-field steps and tolerance that infer a missing modality (PAPER.md §2, evaluation).
+
+    ``native``: the model's own inference, ``native_steps`` fixed steps (the objective's T for
+    MP, the reference's 10 for the likelihood-based objectives, the fine-tuned T of a deep model);
+    ``converged``: up to ``mf_steps`` steps or until the mean change is below ``mf_tol``.
+
+    Raises:
+        ValueError: an unknown mode, or ``native`` without the model's native step count.
+    """
+    if inference not in INFERENCE_MODES:
+        raise ValueError(f"evaluation.inference={inference!r}; allowed: {', '.join(INFERENCE_MODES)}")
+    if inference == "converged":
+        return int(mf_steps), mf_tol
+    if native_steps is None:
+        raise ValueError("evaluation.inference=native needs the model's native mean-field steps")
+    return int(native_steps), None
+
+
 def evaluate(
     model: MultimodalRBM,
     dm: MultimodalDataModule,
     out_dir: Path,
+    native_steps: int | None = None,
+    inference: str = "native",
     mf_steps: int = 100,
     mf_tol: float | None = 1e-5,
     batch_size: int = 1000,
@@ -125,11 +151,16 @@ def evaluate(
     likelihood: Mapping | None = None,
     retrieval: Mapping | None = None,
 ) -> tuple[dict, dict]:
-    """Run every enabled measure; return (metrics, artefact paths). Args: ``conf/evaluation``."""
+    """Run every enabled measure; return (metrics, artefact paths). Args: ``conf/evaluation``.
+
+    ``native_steps`` is the model's own number of mean-field steps (used by ``inference=native``);
+    the steps used are recorded as ``eval/mf_steps``.
+    """
     dm.setup()
     model.eval()
-    steps, tol, bs = int(mf_steps), mf_tol, int(batch_size)
-    metrics: dict[str, float] = {}
+    steps, tol = inference_steps(inference, native_steps, mf_steps, mf_tol)
+    bs = int(batch_size)
+    metrics: dict[str, float] = {"eval/mf_steps": float(steps)}
     artefacts: dict[str, str] = {}
     t0 = time.perf_counter()
 

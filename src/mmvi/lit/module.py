@@ -53,7 +53,8 @@ class MultimodalLitModule(pl.LightningModule):
         objective: ``_target_`` config of the objective.
         optim: lr, lr_decay, momentum_initial, momentum, momentum_switch_epoch, weight_decay.
         nonfinite: policy (backoff|stop), backoff, max_consecutive.
-        val_mf_steps: mean-field steps for the validation conditional cross-entropies.
+        val_mf_steps: mean-field steps for the validation conditional cross-entropies (None: the
+            objective's native inference steps).
         compile: run the objective (the unrolled mean-field / Gibbs loops) through ``torch.compile``.
         seed: the global RNG is re-seeded from (seed, rank, epoch) at every epoch start, so a run
             resumed from an end-of-epoch checkpoint draws the same samples as an uninterrupted one.
@@ -65,7 +66,7 @@ class MultimodalLitModule(pl.LightningModule):
         objective: Mapping,
         optim: Mapping,
         nonfinite: Mapping | None = None,
-        val_mf_steps: int = 10,
+        val_mf_steps: int | None = None,
         seed: int = 0,
         compile: bool = False,
     ) -> None:
@@ -88,7 +89,7 @@ class MultimodalLitModule(pl.LightningModule):
             raise ValueError(
                 f"nonfinite.policy must be one of {NONFINITE_POLICIES}, got {self.nonfinite['policy']!r}"
             )
-        self.val_mf_steps = int(val_mf_steps)
+        self.val_mf_steps = int(val_mf_steps or self.objective.native_inference_steps)
         self.seed = int(seed)
         # the compiled wrapper shares the objective's parameters and buffers (not registered twice)
         self._loss = torch.compile(self.objective.forward) if compile else self.objective.forward

@@ -15,6 +15,10 @@ from torch import Tensor, nn
 
 from mmvi.models.mrbm import MultimodalRBM
 
+# mean-field steps the reference code uses at test time for models trained by a likelihood-based
+# estimator (PAPER.md §2, "Test-time mean-field steps")
+REFERENCE_TEST_MF_STEPS = 10
+
 
 def sparsity_penalty(hidden_probs: Tensor, target: float) -> Tensor:
     """Σ_k CE(q, p̄_k) with p̄ = batch mean of hidden probabilities (clipped to [1e-6, 1 − 1e-6])."""
@@ -39,6 +43,11 @@ class Objective(nn.Module, ABC):
         self.sparsity_weight = float(sparsity_weight)
         self.sparsity_target = float(sparsity_target)
         self.epoch = 0
+
+    @property
+    def native_inference_steps(self) -> int:
+        """Mean-field steps of the inference this objective trains for (evaluation ``native``)."""
+        return REFERENCE_TEST_MF_STEPS
 
     def setup(self, model: MultimodalRBM) -> None:
         """Called once with the model (to create state such as persistent chains)."""

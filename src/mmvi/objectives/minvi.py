@@ -141,6 +141,11 @@ class MultiPrediction(Objective):
         self.directions = directions
         self.p_modality = float(p_modality)
 
+    @property
+    def native_inference_steps(self) -> int:
+        """MP trains a T-step mean-field predictor: its inference is T steps."""
+        return self.mf_steps
+
     def truncation(self) -> int:
         """K for the current epoch."""
         if self.grow_every == 0:

@@ -25,6 +25,11 @@ class Mixture(Objective):
         self.minvi = minvi
         self.nll = nll
 
+    @property
+    def native_inference_steps(self) -> int:
+        """The MinVI part's inference (the reference's hybrid is evaluated like its MP part)."""
+        return self.minvi.native_inference_steps if self.alpha > 0 else self.nll.native_inference_steps
+
     def setup(self, model: MultimodalRBM) -> None:
         self.minvi.setup(model)
         self.nll.setup(model)

@@ -157,8 +157,8 @@ def train(cfg: DictConfig) -> dict[str, float]:
                 return {}
             evaluate = instantiate(cfg.evaluation, _convert_="all")
             metrics, artefacts = evaluate(
-            model=lit.model, dm=dm, out_dir=out_dir, native_steps=lit.objective.native_inference_steps
-        )
+                model=lit.model, dm=dm, out_dir=out_dir, native_steps=lit.objective.native_inference_steps
+            )
             good, _ = finite_metrics(metrics)
             wandb_dir = log_to_loggers(loggers, good, artefacts, trainer.global_step)
             good = record.complete(metrics, artefacts=artefacts, wandb_dir=wandb_dir)

@@ -21,7 +21,7 @@ import hydra
 import lightning.pytorch as pl
 from hydra.core.hydra_config import HydraConfig
 from hydra.utils import instantiate
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig, OmegaConf, open_dict
 
 from mmvi.config_check import ConfigError, validate_config
 from mmvi.data.base import DataError, MultimodalDataModule
@@ -85,6 +85,13 @@ def instantiate_dict(nodes: DictConfig | None) -> list:
     return out
 
 
+def complete_modalities(cfg: DictConfig, dm: MultimodalDataModule) -> None:
+    """A model without ``modalities`` (data configs that read sizes from files) takes the data's."""
+    if cfg.model.get("modalities") is None:
+        with open_dict(cfg):
+            cfg.model.modalities = dm.modality_specs()
+
+
 def build_lit_module(cfg: DictConfig) -> MultimodalLitModule:
     if "MultimodalRBM" not in str(cfg.model.get("_target_", "")):
         raise ConfigError(
@@ -140,6 +147,7 @@ def train(cfg: DictConfig) -> dict[str, float]:
             dm: MultimodalDataModule = instantiate(cfg.data, _convert_="all")
             dm.setup()
             dm.shuffle_seed = int(cfg.seed)
+            complete_modalities(cfg, dm)
             lit = build_lit_module(cfg)
             check_model_matches_data(lit, dm)
             ckpt = resolve_ckpt_path(cfg)

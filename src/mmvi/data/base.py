@@ -199,6 +199,20 @@ class MultimodalDataModule(pl.LightningDataModule, ABC):
         self.setup()
         return {m: int(x.shape[1]) for m, x in self.splits["train"].modalities.items()}
 
+    def modality_specs(self) -> dict[str, dict]:
+        """``{name: {"size": n_m, "units": type, ...}}`` of the loaded data: a model's ``modalities``.
+
+        Sizes come from the data; unit types (and unit options) from the data config's
+        ``modalities`` (Bernoulli where it names none).
+        """
+        self.setup()
+        out = {}
+        for m, x in self.splits["train"].modalities.items():
+            spec = dict(self.declared_modalities.get(m, {}))
+            spec.setdefault("units", "bernoulli")
+            out[m] = {**spec, "size": int(x.shape[1])}
+        return out
+
     def modality_means(self) -> dict[str, Tensor]:
         """Training-set mean of each modality (initialises visible biases)."""
         self.setup()

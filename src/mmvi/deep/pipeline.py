@@ -30,7 +30,7 @@ from pathlib import Path
 import hydra
 import lightning.pytorch as pl
 from hydra.utils import instantiate
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
 from mmvi.config_check import ConfigError, validate_config
 from mmvi.data.base import MultimodalDataModule, Split
@@ -47,7 +47,7 @@ from mmvi.deep.stages import (
 )
 from mmvi.lit.module import MultimodalLitModule
 from mmvi.models.deep import MDRNN
-from mmvi.train import print_summary, run_metadata, run_task
+from mmvi.train import complete_modalities, print_summary, run_metadata, run_task
 from mmvi.utils import RunRecord, write_json_atomic
 
 log = logging.getLogger(__name__)
@@ -248,6 +248,8 @@ def run(cfg: DictConfig) -> dict[str, float]:
         dm: MultimodalDataModule = instantiate(cfg.data, _convert_="all")
         dm.setup()
         dm.shuffle_seed = int(cfg.seed)
+        complete_modalities(cfg, dm)
+        meta["config"]["model"] = OmegaConf.to_container(cfg.model, resolve=True)
         model: MDRNN = instantiate(cfg.model, _convert_="all")
         check_sizes(model, dm)
         root = out_dir / "stages"

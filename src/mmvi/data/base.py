@@ -8,15 +8,24 @@ accelerator (``to_device``) with no per-step host→device copy.
 
 from __future__ import annotations
 
+import logging
 from abc import ABC, abstractmethod
+from collections.abc import Mapping
 from dataclasses import dataclass
+from pathlib import Path
 
 import lightning.pytorch as pl
 import torch
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset, Sampler
 
+log = logging.getLogger(__name__)
+
 SPLITS = ("train", "val", "test")
+# the visible unit types of data (DESIGN.md §2); layer types of deep pathways are not data types
+DATA_UNIT_TYPES = ("bernoulli", "gaussian", "softmax")
+# a Gaussian training split is "far from standardised" above this mean |mean| or mean |std - 1| per unit
+STANDARDISED_TOLERANCE = 0.5
 
 
 class DataError(RuntimeError):
@@ -128,8 +137,71 @@ def one_hot(labels: Tensor, n_classes: int) -> Tensor:
     return torch.nn.functional.one_hot(labels.long(), n_classes).float()
 
 
+def _range(x: Tensor) -> str:
+    return f"[{float(x.min()):.4g}, {float(x.max()):.4g}]"
+
+
+def unit_type_problem(x: Tensor, units: str) -> str | None:
+    """How the values ``x`` (N, n) break what unit type ``units`` can model, or None if they fit.
+
+    Bernoulli units need values in [0, 1] (probabilities or bits), replicated-softmax units
+    non-negative whole counts, Gaussian units finite values. Any other (layer) unit type is not
+    checked. Non-finite values break every type.
+    """
+    bad = ~torch.isfinite(x)
+    if bool(bad.any()):
+        row = int(bad.any(-1).nonzero()[0, 0])
+        return f"holds {int(bad.sum())} NaN/inf values (first in row {row})"
+    if x.numel() == 0:
+        return None
+    if units == "bernoulli":
+        outside = (x < 0) | (x > 1)
+        if bool(outside.any()):
+            share = 100.0 * float(outside.double().mean())
+            return (
+                f"has values in {_range(x)} ({share:.3g} % outside [0, 1]); "
+                "Bernoulli units model values in [0, 1]"
+            )
+    elif units == "softmax":
+        wrong = (x < 0) | (x != torch.round(x))
+        if bool(wrong.any()):
+            return (
+                f"has values in {_range(x)}, {int(wrong.sum())} of them negative or not whole; "
+                "replicated-softmax units model non-negative counts"
+            )
+    return None
+
+
+def standardisation_gap(x: Tensor) -> tuple[float, float]:
+    """(mean over units of |mean|, mean over units of |std − 1|) of a split (N, n), in float64."""
+    x = x.double()
+    if x.shape[0] < 2:
+        return float(x.mean(0).abs().mean()), 0.0
+    return float(x.mean(0).abs().mean()), float((x.std(0, unbiased=False) - 1).abs().mean())
+
+
+def load_data_state(dm: pl.LightningDataModule, checkpoint: str | Path | Mapping) -> bool:
+    """Give ``dm`` the data state a training run saved with its checkpoint; True if there was one.
+
+    Lightning stores ``dm.state_dict()`` in every checkpoint under the data module's class name
+    (e.g. the standardisation statistics of :class:`mmvi.data.arrays.ArrayFiles`). Evaluating a
+    checkpoint on other files must preprocess them with those statistics: call this on the new
+    data module (before or after its ``setup``). ``checkpoint`` is a path or a loaded checkpoint.
+    """
+    if not isinstance(checkpoint, Mapping):
+        checkpoint = torch.load(str(checkpoint), map_location="cpu", weights_only=False)
+    state = checkpoint.get(type(dm).__qualname__)
+    if not state:
+        return False
+    dm.load_state_dict(state)
+    return True
+
+
 class MultimodalDataModule(pl.LightningDataModule, ABC):
     """Base class: subclasses implement :meth:`load_splits` returning train/val/test splits.
+
+    After loading, :meth:`setup` checks every split against the unit type of each modality
+    (:meth:`check_unit_fit`), before anything is trained.
 
     Args:
         batch_size: training batch size (global batch in DDP is batch_size × devices).
@@ -140,6 +212,8 @@ class MultimodalDataModule(pl.LightningDataModule, ABC):
 
     single_label: bool = True
     label_names: list[str] | None = None
+    #: check the splits against the modalities' unit types in :meth:`setup` (see :meth:`check_unit_fit`)
+    unit_check: bool = True
 
     def __init__(
         self,
@@ -171,6 +245,7 @@ class MultimodalDataModule(pl.LightningDataModule, ABC):
         """The train/val/test splits of the data set."""
 
     def setup(self, stage: str | None = None) -> None:
+        """Load the splits, cap them (``max_examples``), check them; keep them only if all is well."""
         if self.splits:
             return
         splits = self.load_splits()
@@ -179,20 +254,108 @@ class MultimodalDataModule(pl.LightningDataModule, ABC):
             if cap is not None and cap < len(split):
                 split = split.subset(slice(0, int(cap)))
             splits[name] = split
+        self.check_declared_modalities(splits)
+        if self.unit_check:
+            self.check_unit_fit(splits)
         self.splits = splits
-        self.check_declared_modalities()
 
-    def check_declared_modalities(self) -> None:
+    def check_declared_modalities(self, splits: Mapping[str, Split] | None = None) -> None:
         """The config's ``data.modalities`` must name the data's modalities with their sizes."""
         if not self.declared_modalities:
             return
-        actual = {m: int(x.shape[1]) for m, x in self.splits["train"].modalities.items()}
-        declared = {m: int(spec["size"]) for m, spec in self.declared_modalities.items()}
-        if declared != actual:
+        splits = self.splits if splits is None else splits
+        actual = {m: int(x.shape[1]) for m, x in splits["train"].modalities.items()}
+        declared = {m: int(spec["size"]) for m, spec in self.declared_modalities.items() if "size" in spec}
+        if declared and declared != actual:
             raise DataError(
                 f"data.modalities declares {declared} but {type(self).__name__} provides {actual}; "
-                "fix the modality names/sizes in the data config"
+                "fix the modality names/sizes in the data config, or set data.modalities=null to take "
+                "them from the data"
             )
+
+    # ------------------------------------------------------------ unit types
+    def default_units(self, m: str) -> str:
+        """Unit type of modality ``m`` when ``data.modalities`` names none (subclasses: the data's own)."""
+        return "bernoulli"
+
+    def unit_types(self, names: list[str] | None = None) -> dict[str, str]:
+        """``{modality: unit type}``: the data config's ``modalities.<m>.units``, else :meth:`default_units`."""
+        names = list(self.splits["train"].modalities) if names is None else names
+        return {
+            m: str(self.declared_modalities.get(m, {}).get("units") or self.default_units(m)) for m in names
+        }
+
+    def describe_modality(self, m: str) -> str:
+        """How errors name modality ``m`` (subclasses add its file)."""
+        return f"modality {m!r}"
+
+    def unit_fix(self, m: str, units: str) -> str:
+        """What to change when modality ``m``'s values do not fit ``units`` (subclasses: their options)."""
+        if units == "bernoulli":
+            return (
+                f"rescale {m} to [0, 1] (or binarise it), or model it with data.modalities.{m}.units=gaussian"
+            )
+        if units == "softmax":
+            return f"give {m} as word counts, or model it with data.modalities.{m}.units=gaussian"
+        return f"remove or impute the non-finite values of {m}"
+
+    def check_unit_fit(
+        self, splits: Mapping[str, Split] | None = None, units: Mapping[str, str] | None = None
+    ) -> None:
+        """Every split's values must fit the unit type of their modality (DESIGN.md §2).
+
+        Per split and modality: Bernoulli values in [0, 1], replicated-softmax values non-negative
+        whole counts, Gaussian values finite (:func:`unit_type_problem`); other (layer) unit types
+        are not checked. Gaussian units assume standardised data (unit variance): a training split
+        whose per-unit mean |mean| or |std − 1| exceeds 0.5 gets a warning.
+
+        Args:
+            splits: ``{split: Split}`` (default: the loaded splits).
+            units: ``{modality: unit type}`` (default: :meth:`unit_types`); an entry point may pass
+                the unit types of the model it built, when they differ from the data config's.
+
+        Raises:
+            DataError: one line naming the data module, split, modality, the values found and the fix.
+        """
+        splits = self.splits if splits is None else splits
+        if not splits:
+            return
+        names = list(next(iter(splits.values())).modalities)
+        types = dict(self.unit_types(names) if units is None else units)
+        order = [s for s in SPLITS if s in splits] + [s for s in splits if s not in SPLITS]
+        for name in order:
+            for m, x in splits[name].modalities.items():
+                problem = unit_type_problem(x, types.get(m, ""))
+                if problem is not None:
+                    raise DataError(
+                        f"{type(self).__name__}: {self.describe_modality(m)} in the {name} split {problem}, "
+                        f"but it is declared {types.get(m)}; fix: {self.unit_fix(m, types.get(m, ''))}"
+                    )
+        train = splits.get("train")
+        for m, x in train.modalities.items() if train is not None else ():
+            if types.get(m) != "gaussian" or x.shape[0] == 0:
+                continue
+            mean_gap, std_gap = standardisation_gap(x)
+            if mean_gap > STANDARDISED_TOLERANCE or std_gap > STANDARDISED_TOLERANCE:
+                log.warning(
+                    "%s: %s (Gaussian units, unit variance assumed) is far from standardised in the "
+                    "train split: mean |mean| %.3g, mean |std - 1| %.3g per unit; standardise it "
+                    "(z-score with training statistics)",
+                    type(self).__name__,
+                    self.describe_modality(m),
+                    mean_gap,
+                    std_gap,
+                )
+
+    # ------------------------------------------------------------- drawing
+    def example_images(self, modalities: Mapping[str, Tensor]) -> Tensor | None:
+        """Examples drawn as images, or None when the data are not images.
+
+        ``modalities`` maps some or all of the data's modalities to (N, n_m) values (data or
+        predictions, e.g. a missing piece inferred by a model); the result is (N, H, W) grey or
+        (N, H, W, 3) RGB in [0, 1], pieces not given left blank (NaN).
+        """
+        return None
 
     @property
     def modality_sizes(self) -> dict[str, int]:
@@ -203,13 +366,13 @@ class MultimodalDataModule(pl.LightningDataModule, ABC):
         """``{name: {"size": n_m, "units": type, ...}}`` of the loaded data: a model's ``modalities``.
 
         Sizes come from the data; unit types (and unit options) from the data config's
-        ``modalities`` (Bernoulli where it names none).
+        ``modalities``, else the data module's own (:meth:`default_units`).
         """
         self.setup()
         out = {}
         for m, x in self.splits["train"].modalities.items():
             spec = dict(self.declared_modalities.get(m, {}))
-            spec.setdefault("units", "bernoulli")
+            spec["units"] = spec.get("units") or self.default_units(m)
             out[m] = {**spec, "size": int(x.shape[1])}
         return out
 

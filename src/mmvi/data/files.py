@@ -45,6 +45,25 @@ def read_gzip(path: Path, how_to_get: str, sha256: str | None = None) -> bytes:
     return raw
 
 
+def read_bytes_maybe_gzip(path: Path, how_to_get: str, sha256: str | None = None) -> bytes:
+    """The content of ``path``, decompressed when it is gzip (told by its magic bytes, not its name).
+
+    ``sha256`` (optional) is checked against the decompressed content, as :func:`read_gzip`.
+    """
+    require_file(path, how_to_get, sha256)
+    with open(path, "rb") as fh:
+        gz = fh.read(2) == b"\x1f\x8b"
+    if gz:
+        return read_gzip(path, how_to_get, sha256)
+    raw = Path(path).read_bytes()
+    if sha256 is not None and (got := hashlib.sha256(raw).hexdigest()) != sha256:
+        raise DataError(
+            f"checksum mismatch for {path}: sha256 of its content is {got}, expected {sha256}. "
+            f"The file is corrupt or not the expected one. {how_to_get}"
+        )
+    return raw
+
+
 def sha256_file(path: Path) -> str:
     h = hashlib.sha256()
     with open(path, "rb") as fh:

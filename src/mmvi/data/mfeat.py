@@ -95,6 +95,17 @@ class UCIMultiFeature(MultimodalDataModule):
         self.verify_checksum = bool(verify_checksum)
         self.indices: dict[str, np.ndarray] = {}  # split → row indices into the CSV files
 
+    def default_units(self, m: str) -> str:
+        """Gaussian (z-scored views); Bernoulli for ``pix`` scaled to [0, 1] by ``binarize_pix``."""
+        return "bernoulli" if m == "pix" and self.binarize_pix else "gaussian"
+
+    def unit_fix(self, m: str, units: str) -> str:
+        if m == "pix" and units == "bernoulli":
+            return "set data.binarize_pix=true (pix / 6, in [0, 1]) or data.modalities.pix.units=gaussian"
+        if units in ("bernoulli", "softmax"):
+            return f"{m} is a z-scored real-valued view: use data.modalities.{m}.units=gaussian"
+        return super().unit_fix(m, units)
+
     def _scale(self, view: str, raw: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         if view == "pix" and self.binarize_pix:
             return {s: (x / 6.0).astype(np.float32) for s, x in raw.items()}

@@ -325,6 +325,15 @@ class MIRFlickr(MultimodalDataModule):
         self.image_std: np.ndarray | None = None
         self.image_ids: dict[str, np.ndarray] | None = None
 
+    def default_units(self, m: str) -> str:
+        """``image``: z-scored descriptors (Gaussian); ``text``: binary bag of tags (Bernoulli)."""
+        return "gaussian" if m == "image" else "bernoulli"
+
+    def unit_fix(self, m: str, units: str) -> str:
+        if m == "image" and units in ("bernoulli", "softmax"):
+            return "image holds z-scored descriptors: use data.modalities.image.units=gaussian"
+        return super().unit_fix(m, units)
+
     # ------------------------------------------------------------------ shared
     def _make_splits(
         self, image: dict[str, np.ndarray], text: dict[str, np.ndarray], labels: dict[str, np.ndarray]

@@ -111,6 +111,15 @@ class WikipediaXModal(MultimodalDataModule):
         self.verify_checksum = bool(verify_checksum)
         self.indices: dict[str, np.ndarray] = {}  # rows of I_tr/T_tr (train, val) and I_te/T_te (test)
 
+    def default_units(self, m: str) -> str:
+        """Both modalities are z-scored: Gaussian."""
+        return "gaussian"
+
+    def unit_fix(self, m: str, units: str) -> str:
+        if units in ("bernoulli", "softmax"):
+            return f"{m} is z-scored real-valued data: use data.modalities.{m}.units=gaussian"
+        return super().unit_fix(m, units)
+
     def load_splits(self) -> dict[str, Split]:
         path = self.data_dir / WIKI_FILE
         mat = _read_mat(path, self.verify_checksum)

@@ -2,7 +2,9 @@
 
 Metric names are those of DESIGN.md §4 (stable; the comparison report reads them):
 ``classify/err_<query>`` (single-label, percent) or ``classify/map_<query>`` and
-``classify/precision_at_50_<query>`` (multi-label); ``cond_ce/<m>_given_<rest>``;
+``classify/precision_at_50_<query>`` (multi-label), queries ``multimodal``, ``<m>`` and, with three
+or more modalities, ``no_<m>`` (:func:`mmvi.evaluation.representations.query_types`);
+``cond_ce/<m>_given_<rest>`` (two modalities: ``<rest>`` is the other's name; more: ``rest``);
 ``cond_nll/<m>_given_rest``, ``cond_nll/vi``, ``nll`` (+ ``_stderr``);
 ``retrieval/map_<query>``, ``retrieval/precision_at_<k>_<query>``.
 """
@@ -86,7 +88,8 @@ def retrieval_figure_of_split(
 ) -> Path:
     """Supplement Figure S1: fixed test queries (the first ``n_queries``) and their top-k items.
 
-    Digits are drawn as images (MNIST halves joined); other data as text tiles with their labels.
+    Examples are drawn as the data module draws them (``dm.example_images``: images, e.g. the
+    pieces of a digit joined); data that are not images as text tiles with their labels.
     """
     from mmvi.evaluation.figures import retrieval_figure, retrieval_topk
 
@@ -95,11 +98,7 @@ def retrieval_figure_of_split(
     topk = retrieval_topk(reps, reps, query_idx, k, exclude_self=True)
     names = dm.label_names or [str(i) for i in range(test.labels.shape[1])]
     captions = [", ".join(names[j] for j in torch.nonzero(row).flatten().tolist()) for row in test.labels]
-    images = None
-    if set(model.names) == {"left", "right"}:
-        from mmvi.data.mnist import join_halves
-
-        images = join_halves(test.modalities["left"], test.modalities["right"])
+    images = dm.example_images(test.modalities)
     relevant = (test.labels[query_idx].unsqueeze(1) * test.labels[topk]).sum(-1) > 0
     return retrieval_figure(
         images,
@@ -111,6 +110,17 @@ def retrieval_figure_of_split(
         relevant=relevant,
         title="multimodal queries: top retrieved test items",
     )
+
+
+def has_labels(dm: MultimodalDataModule) -> bool:
+    """True when the data have labels; otherwise say that the label-based measures are skipped."""
+    if dm.splits["train"].labels.shape[1] > 0:
+        return True
+    log.warning(
+        "the data have no labels: classify/* (linear probe) and retrieval/* skipped; "
+        "the conditional and likelihood measures still run"
+    )
+    return False
 
 
 INFERENCE_MODES = ("native", "converged")
@@ -170,7 +180,9 @@ def evaluate(
         "test": split_representations(model, dm.splits["test"], bs, steps, tol, queries=query_types(model)),
     }
     log.info("representations computed in %.1f s", time.perf_counter() - t0)
-    metrics.update(classification_metrics(reps, dm, classifier or {}))
+    labelled = has_labels(dm)
+    if labelled:
+        metrics.update(classification_metrics(reps, dm, classifier or {}))
     metrics.update(conditional_ce_metrics(model, dm.splits["test"], bs, steps, tol))
 
     lik = likelihood or {}
@@ -184,7 +196,9 @@ def evaluate(
         )
 
     ret = retrieval or {}
-    if ret.get("enabled", False):
+    if ret.get("enabled", False) and not labelled:
+        log.warning("retrieval measures skipped: the data have no labels to tell relevant items")
+    if ret.get("enabled", False) and labelled:
         from mmvi.evaluation.retrieval import retrieval_measures
 
         metrics.update(
@@ -193,7 +207,7 @@ def evaluate(
             )
         )
 
-    if ret.get("enabled", False) and int(ret.get("n_figure_queries", 0)) > 0:
+    if ret.get("enabled", False) and labelled and int(ret.get("n_figure_queries", 0)) > 0:
         artefacts["retrieval"] = str(
             retrieval_figure_of_split(
                 model,
@@ -206,18 +220,19 @@ def evaluate(
         )
 
     n_fig = int(n_generation)
-    if n_fig > 0 and set(model.names) == {"left", "right"}:
-        from mmvi.evaluation.generation import halves_generation_grid
+    if n_fig > 0:
+        from mmvi.evaluation.generation import generation_grid
 
         test = dm.splits["test"]
-        path = halves_generation_grid(
+        path = generation_grid(
             model,
-            test.modalities["left"][:n_fig],
-            test.modalities["right"][:n_fig],
+            dm,
+            {m: x[:n_fig] for m, x in test.modalities.items()},
             out_dir / "generation.png",
             steps=steps,
             tol=tol,
         )
-        artefacts["generation"] = str(path)
+        if path is not None:
+            artefacts["generation"] = str(path)
     metrics["eval/seconds"] = time.perf_counter() - t0
     return metrics, artefacts

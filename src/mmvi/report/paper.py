@@ -58,7 +58,11 @@ def error_summary(agg: Aggregate) -> pd.DataFrame:
     Empty when the runs have no ``classify/err_multimodal`` or no single-modality error.
     """
     runs = agg.runs
-    singles = [m for m in agg.measures if m.startswith("classify/err_") and m != BOTH]
+    singles = [
+        m
+        for m in agg.measures
+        if m.startswith("classify/err_") and m != BOTH and not m.startswith("classify/err_no_")
+    ]
     if runs.empty or BOTH not in runs or not singles:
         return pd.DataFrame()
     frame = runs[agg.config_columns].assign(both=runs[BOTH], one=runs[singles].mean(axis=1, skipna=False))

@@ -78,8 +78,10 @@ def measure_label(name: str) -> str:
         return measure_label(name.removesuffix("_stderr")) + " s.e."
     patterns = (
         (r"classify/err_multimodal", "error, all modalities (%)"),
+        (r"classify/err_no_(.+)", r"error, all but \1 (%)"),
         (r"classify/err_(.+)", r"error, \1 only (%)"),
         (r"classify/map_multimodal", "probe mAP, all modalities"),
+        (r"classify/map_no_(.+)", r"probe mAP, all but \1"),
         (r"classify/map_(.+)", r"probe mAP, \1 only"),
         (r"classify/precision_at_(\d+)_(.+)", r"probe P@\1, \2"),
         (r"classify/C", "probe C"),

@@ -59,6 +59,11 @@ def deep_merge(base: Mapping, override: Mapping | None) -> dict:
 class SplitsDataModule(MultimodalDataModule):
     """A data module over splits already in memory (e.g. a lower stage's mean activations)."""
 
+    # exempt from the unit-type check: its modalities are mean activations of trained layers (in
+    # [0, 1] for Bernoulli hiddens, [0, N] for stepped-sigmoid ones), functions of data the original
+    # data module already checked; the stage's RBM models them with the layer's own unit type
+    unit_check = False
+
     def __init__(self, splits: Mapping[str, Split], single_label: bool = True, **kwargs) -> None:
         super().__init__(**kwargs)
         self._given = dict(splits)

@@ -1,7 +1,9 @@
 """The comparison report on one real 2 objectives × 2 seeds multirun (plus a failed and a crashed run).
 
-Checks the tables, plots, the skipped-run listing, the claim check, the sweep presets, and that the
-static ``index.html`` renders in headless Chromium (screenshot + DOM).
+Checks the tables, plots, learning curves, the skipped-run listing, the claim check, the sweep
+presets, that the static ``index.html`` renders in headless Chromium (screenshot + DOM, every image
+loads) and that ``--watch`` follows a running sweep (running table and reload while it runs,
+neither once it has ended).
 """
 
 from __future__ import annotations
@@ -12,6 +14,8 @@ import os
 import shutil
 import subprocess
 import sys
+import threading
+import time
 from pathlib import Path
 
 import numpy as np
@@ -21,7 +25,8 @@ from hydra import compose, initialize_config_dir
 from PIL import Image
 
 from mmvi.compare import compare, main
-from mmvi.utils import write_results
+from mmvi.report.curves import read_curves
+from mmvi.utils import read_results, write_results
 
 REPO = Path(__file__).resolve().parents[1]
 CONF = REPO / "conf"
@@ -33,7 +38,7 @@ SWEEP_ARGS = [
     "data=mnist5k",
     "data.max_examples={train:300,val:100,test:100}",
     "model.n_hidden=32",
-    "trainer.max_epochs=1",
+    "trainer.max_epochs=2",
     "evaluation.mf_steps=20",
     "evaluation.n_generation=0",
     "logger=csv",
@@ -150,6 +155,24 @@ def test_every_measure_has_a_plot(report):
     assert not list((out / "plots").glob("line_*.png"))  # no numeric axis swept here
 
 
+def test_every_logged_per_epoch_measure_has_a_curve(report, sweep):
+    out, _ = report
+    logged = set()
+    for run in sorted(sweep.glob("[0-9]")):
+        log = pd.read_csv(run / "csv" / "metrics.csv")
+        per_epoch = log[log["epoch"].notna()].drop(columns=["epoch", "step"]).dropna(axis=1, how="all")
+        logged |= set(per_epoch.columns)
+        curves = read_curves(run)
+        assert list(curves.frame.index) == [0, 1] and curves.last_epoch == 1
+        # the curve keeps each epoch's logged value
+        last = per_epoch.groupby(log.loc[per_epoch.index, "epoch"].astype(int))["val/cond_ce/sum"].last()
+        np.testing.assert_allclose(curves.frame["val/cond_ce/sum"], last)
+    assert {"val/cond_ce/sum", "val/cond_ce/left_given_rest", "train/loss", "train/lr"} <= logged
+    files = sorted(p.name for p in (out / "plots" / "curves").glob("curve_*.png"))
+    assert files == sorted(f"curve_{m.replace('/', '-')}.png" for m in logged)
+    assert all((out / "plots" / "curves" / f).stat().st_size > 5_000 for f in files)
+
+
 def browser() -> str:
     for name in BROWSERS:
         path = shutil.which(name)
@@ -161,20 +184,61 @@ def browser() -> str:
     )
 
 
-def test_index_html_renders_in_headless_chromium(report, tmp_path):
+FLAGS = ["--headless=new", "--no-sandbox", "--disable-gpu", "--window-size=1280,2000"]
+# a page that loads the report in a frame and lists its images that did not load
+HARNESS = """<!DOCTYPE html><html><body><iframe id="f" src="{url}" width="1280" height="2000"></iframe>
+<pre id="out">pending</pre><script>
+document.getElementById('f').addEventListener('load', function () {{
+  var imgs = Array.from(this.contentDocument.images);
+  var bad = imgs.filter(function (i) {{ return !(i.complete && i.naturalWidth > 0); }});
+  document.getElementById('out').textContent = JSON.stringify(
+    {{images: imgs.map(function (i) {{ return i.getAttribute('src'); }}),
+      broken: bad.map(function (i) {{ return i.getAttribute('src'); }})}});
+}});
+</script></body></html>"""
+
+
+def dump_dom(url: str) -> str:
+    dom = subprocess.run([browser(), *FLAGS, "--dump-dom", url], capture_output=True, text=True, timeout=60)
+    assert dom.returncode == 0, dom.stderr[-2000:]
+    return dom.stdout.replace("&amp;", "&")
+
+
+def images_in_browser(index: Path, tmp_path: Path) -> dict[str, list[str]]:
+    """The report's images as Chromium loads them: {"images": [...], "broken": [...]}."""
+    harness = tmp_path / "harness.html"
+    harness.write_text(HARNESS.format(url=index.resolve().as_uri()))
+    flags = [*FLAGS, "--allow-file-access-from-files", "--virtual-time-budget=20000", "--dump-dom"]
+    proc = subprocess.run([browser(), *flags, harness.as_uri()], capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    text = proc.stdout.split('<pre id="out">', 1)[1].split("</pre>", 1)[0]
+    return json.loads(text.replace("&quot;", '"').replace("&amp;", "&"))
+
+
+def test_index_html_renders_in_headless_chromium(report, sweep, tmp_path):
     out, _ = report
     index = out / "index.html"
     html = index.read_text()
     assert "<script" not in html and "http://" not in html and "https://" not in html
-    flags = ["--headless=new", "--no-sandbox", "--disable-gpu", "--window-size=1280,2000"]
-    url = index.resolve().as_uri()
-    dom = subprocess.run([browser(), *flags, "--dump-dom", url], capture_output=True, text=True, timeout=60)
-    assert dom.returncode == 0, dom.stderr[-2000:]
+    # no path of this machine: runs and sources are shown relative to the report
+    assert str(sweep.resolve()) not in html and str(sweep) not in html and "../failed_job" in html
+    assert 'http-equiv="refresh"' not in html and 'id="running"' not in html
+    dom = dump_dom(index.resolve().as_uri())
     for text in ('<table id="results">', "error, left only (%)", "minvi_mp", "nll_cd", "loss is nan", "PASS"):
-        assert text in dom.stdout or text in dom.stdout.replace("&amp;", "&"), text
+        assert text in dom, text
+    assert '<h2 id="curves">Curves</h2>' in dom
+    loaded = images_in_browser(index, tmp_path)
+    curves = [src for src in loaded["images"] if src.startswith("plots/curves/")]
+    assert len(curves) == len(list((out / "plots" / "curves").glob("*.png"))) >= 10
+    assert loaded["broken"] == [] and len(loaded["images"]) == len(curves) + len(
+        list(out.glob("plots/*.png"))
+    )
     shot = tmp_path / "report.png"
     proc = subprocess.run(
-        [browser(), *flags, f"--screenshot={shot}", url], capture_output=True, text=True, timeout=60
+        [browser(), *FLAGS, f"--screenshot={shot}", index.resolve().as_uri()],
+        capture_output=True,
+        text=True,
+        timeout=60,
     )
     assert proc.returncode == 0 and shot.is_file(), proc.stderr[-2000:]
     assert shot.stat().st_size > 20_000
@@ -182,6 +246,51 @@ def test_index_html_renders_in_headless_chromium(report, tmp_path):
         assert img.size == (1280, 2000)
         # the page is not blank: many distinct colours (text, table shading, plots)
         assert len(img.convert("RGB").getcolors(maxcolors=1 << 20) or []) > 50
+
+
+def test_watch_follows_a_running_sweep(sweep, tmp_path):
+    """``--watch`` on a sweep whose last job is in its first epoch, until that job completes."""
+    live = tmp_path / "live"
+    for job in ("0", "1", "2", "3"):
+        shutil.copytree(sweep / job, live / job)
+    shutil.copy(sweep / "multirun.yaml", live / "multirun.yaml")
+    finished = read_results(live / "3")
+    log_file = live / "3" / "csv" / "metrics.csv"
+    full_log = log_file.read_text()
+    log = pd.read_csv(log_file)
+    log[log["epoch"] == 0].to_csv(log_file, index=False)
+    running = {k: v for k, v in finished.items() if k not in ("status", "metrics", "duration_s", "artefacts")}
+    write_results(live / "3", "running", **running)
+    index = live / "report" / "index.html"
+
+    result: dict[str, int] = {}
+    thread = threading.Thread(
+        target=lambda: result.update(rc=main(["--watch", "0.2", str(live)])), daemon=True
+    )
+    thread.start()
+    deadline = time.time() + 90
+    while not (index.is_file() and 'http-equiv="refresh"' in index.read_text()) and time.time() < deadline:
+        time.sleep(0.2)
+    page = index.read_text()
+    assert '<meta http-equiv="refresh" content="1">' in page and thread.is_alive()
+    dom = dump_dom(index.resolve().as_uri())
+    assert '<table id="running">' in dom and 'http-equiv="refresh"' in dom
+    running_rows = dom.split('<table id="running">', 1)[1].split("</table>", 1)[0].split("<tr>")[2:]
+    assert len(running_rows) == 1 and "nll_cd" in running_rows[0] and "../3" in running_rows[0]
+    table = pd.read_csv(live / "report" / "table.csv")
+    assert dict(zip(table["objective"], table["n"])) == {"minvi_mp": 2, "nll_cd": 1}  # never averaged in
+    assert "3/results.json" not in pd.read_csv(live / "report" / "skipped.csv")["source"].str.cat()
+
+    log_file.write_text(full_log)
+    write_results(live / "3", **finished)
+    thread.join(timeout=90)
+    assert not thread.is_alive() and result["rc"] == 0
+    page = index.read_text()
+    assert "refresh" not in page and 'id="running"' not in page
+    dom = dump_dom(index.resolve().as_uri())
+    assert "Running runs" not in dom and '<table id="results">' in dom
+    table = pd.read_csv(live / "report" / "table.csv")
+    assert dict(zip(table["objective"], table["n"])) == {"minvi_mp": 2, "nll_cd": 2}
 
 
 def test_notebook_runs_on_the_sweep(sweep, tmp_path):
@@ -199,13 +308,20 @@ def test_notebook_runs_on_the_sweep(sweep, tmp_path):
 
 
 def fake_run(folder: Path, objective: str, seed: int, overrides: list[str], metrics: dict) -> None:
+    """A completed run's results.json whose recorded config holds the objective's settings."""
+    settings = {k.removeprefix("objective."): float(v) for k, v in (o.split("=") for o in overrides)}
     write_results(
         folder,
         "completed",
         metrics=metrics,
         choices={"data": "mnist5k", "model": "mrbm", "objective": objective, "experiment": None},
         overrides=[f"objective={objective}", f"seed={seed}", "model.n_hidden=32", *overrides],
-        config={"seed": seed},
+        config={
+            "seed": seed,
+            "model": {"n_hidden": 32},
+            "objective": {"_target_": objective, **settings},
+            "paths": {"output_dir": str(folder)},
+        },
     )
 
 
@@ -315,14 +431,28 @@ def test_wandb_runs_convert_like_run_folders():
         "paths": {"output_dir": "/somewhere"},
     }
     summary = {"classify/err_left": 12.5, "train/loss": 3.0, "_step": 7, "epoch": 4, "nll": float("nan")}
-    run = run_from_wandb(
-        SimpleNamespace(path=["e", "p", "id1"], state="finished", config=config, summary=summary)
+    history = pd.DataFrame(
+        {
+            "epoch": [0, 0, 1, np.nan],
+            "_step": [0, 1, 2, 3],
+            "trainer/global_step": [4, 4, 9, 9],
+            "train/loss": [np.nan, 3.5, 3.0, np.nan],
+            "val/cond_ce/sum": [9.0, np.nan, 8.0, np.nan],
+            "classify/err_left": [np.nan, np.nan, np.nan, 12.5],
+        }
     )
+    wandb_run = SimpleNamespace(
+        path=["e", "p", "id1"],
+        state="finished",
+        config=config,
+        summary=summary,
+        history=lambda samples, pandas: history,
+    )
+    run = run_from_wandb(wandb_run, history=True)
     assert isinstance(run, Run) and run.seed == 1 and run.choices["objective"] == "hybrid"
     assert run.metrics == {"classify/err_left": 12.5}
-    assert run.overrides["objective.alpha"] == "0.25" and not any(
-        k.startswith("paths") for k in run.overrides
-    )
+    assert run.settings == {"objective.alpha": "0.25", "objective.minvi.mask_rate": "0.1"}
+    assert run.curves.frame.to_dict("list") == {"train/loss": [3.5, 3.0], "val/cond_ce/sum": [9.0, 8.0]}
     crashed = run_from_wandb(
         SimpleNamespace(path=["e", "p", "id2"], state="crashed", config=config, summary={})
     )

@@ -1,14 +1,22 @@
-"""Compare the runs of one or more sweeps: mean ± std over seeds per configuration, plots, HTML.
+"""Compare the runs of one or more sweeps: mean ± std over seeds per configuration, curves, plots, HTML.
 
     python -m mmvi.compare logs/train/multiruns/mnist-mrbm/<time>            # → <folder>/report
     python -m mmvi.compare sweepA sweepB --out reports/ab
+    python -m mmvi.compare --watch 30 logs/train/multiruns/mnist-mrbm/<time>  # follow a running sweep
     python -m mmvi.compare --wandb entity/mmvi --group sweep_mnist_objectives --out reports/wb
 
 Reads every ``results.json`` under the folders (recursively). Runs that did not complete
 (``failed``; ``running`` = crashed or unfinished; unreadable) are skipped and listed, never
-averaged. A configuration = the Hydra choices data, model, objective, experiment + the swept
-overrides other than ``seed``. Writes, atomically, into the report folder: ``table.csv``,
-``table.md``, ``runs.csv``, ``skipped.csv``, ``paper.md``, ``plots/*.png`` and ``index.html``.
+averaged. A configuration = the Hydra choices data, model, objective, experiment + the recorded
+result-defining settings (seed and data fold are repeats); the tables show the choices and the
+settings that differ between runs of the same choices. Writes, atomically, into the report
+folder: ``table.csv``, ``table.md``, ``runs.csv``, ``skipped.csv``, ``paper.md``,
+``plots/*.png``, ``plots/curves/*.png`` (learning curves from each run's per-epoch log) and
+``index.html``; paths in them are relative to the report folder.
+
+``--watch SECONDS`` rewrites the report whenever a run folder changes (a new epoch, a run
+finished or failed) until every run has ended; meanwhile the page lists the running runs in
+their own table and reloads itself.
 """
 
 from __future__ import annotations
@@ -19,11 +27,19 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from mmvi.report.collect import Collection, collect_folders
+from mmvi.report.collect import Collection, Skipped, collect_folders
 from mmvi.report.html import Page, render
 from mmvi.report.paper import CLAIM, LITERATURE_NOTE, check_claims, claims_table, mirflickr_table
-from mmvi.report.plots import Plot, make_plots
-from mmvi.report.tables import Aggregate, aggregate, measure_tables, skipped_table, to_markdown
+from mmvi.report.plots import Plot, make_curve_plots, make_plots
+from mmvi.report.tables import (
+    Aggregate,
+    aggregate,
+    measure_tables,
+    running_table,
+    shown_path,
+    skipped_table,
+    to_markdown,
+)
 from mmvi.utils import atomic_path, write_text_atomic
 
 
@@ -62,8 +78,14 @@ def compare(
     out: str | Path | None = None,
     collection: Collection | None = None,
     tol_pp: float = 1.0,
+    refresh: int | None = None,
 ) -> Report:
-    """Collect (or take) the runs, write every table, plot and ``index.html``; return the report."""
+    """Collect (or take) the runs, write every table, plot and ``index.html``; return the report.
+
+    ``refresh`` (seconds): the sweep is still running; runs with status ``running`` go into a
+    table of their own (not the skipped list) and the page reloads itself every ``refresh``
+    seconds. Without it they are listed as skipped (crashed or unfinished).
+    """
     if collection is None:
         collection = collect_folders(folders)
     if out is None:
@@ -73,20 +95,25 @@ def compare(
     out_dir = Path(out)
     out_dir.mkdir(parents=True, exist_ok=True)
 
-    agg = aggregate(collection)
+    live = refresh is not None
+    skipped_runs = [s for s in collection.skipped if not (live and s.status == "running")]
+    agg = aggregate(collection, base=out_dir)
     tables = measure_tables(agg)
-    skipped = skipped_table(collection.skipped)
+    skipped = skipped_table(skipped_runs, out_dir)
+    running = running_table(collection.running, collection.runs, out_dir) if live else None
     claims, errors = check_claims(agg, tol_pp)
     mirflickr = mirflickr_table(agg)
     plots = make_plots(agg, out_dir)
+    plots += make_curve_plots(agg, collection.runs, collection.running if live else [], out_dir)
 
     write_csv(agg.table, out_dir / "table.csv")
     write_csv(agg.runs, out_dir / "runs.csv")
-    write_csv(skipped_frame(collection), out_dir / "skipped.csv")
-    header = summary_lines(collection)
+    write_csv(skipped_frame(skipped_runs, out_dir), out_dir / "skipped.csv")
+    header = summary_lines(collection, out_dir, live)
     markdown = "\n".join(to_markdown(t) for t in tables) if tables else "No completed runs.\n"
     intro = "# Comparison\n\n" + "".join(f"{line}  \n" for line in header) + "\n"
-    write_text_atomic(out_dir / "table.md", intro + markdown + "\n" + to_markdown(skipped))
+    extra = to_markdown(running) + "\n" if running is not None else ""
+    write_text_atomic(out_dir / "table.md", intro + markdown + "\n" + extra + to_markdown(skipped))
     paper_md = "# The paper beside ours\n\n" + claim_note(tol_pp) + "\n\n"
     paper_md += "\n".join(to_markdown(t) for t in (claims_table(claims), errors, mirflickr))
     write_text_atomic(out_dir / "paper.md", paper_md)
@@ -102,21 +129,34 @@ def compare(
         plots=plots,
         links=["table.md", "table.csv", "runs.csv", "skipped.csv", "paper.md"],
         claim_note=claim_note(tol_pp),
+        running=running,
+        refresh=max(1, int(round(refresh))) if live else None,
     )
     write_text_atomic(out_dir / "index.html", render(page))
     return Report(out_dir, collection, agg, plots, markdown)
 
 
-def skipped_frame(collection: Collection):
+def skipped_frame(skipped: list[Skipped], base: Path | None = None):
     import pandas as pd
 
-    return pd.DataFrame([vars(s) for s in collection.skipped], columns=["source", "status", "reason"])
+    rows = [{"source": shown_path(s.source, base), "status": s.status, "reason": s.reason} for s in skipped]
+    return pd.DataFrame(rows, columns=["source", "status", "reason"])
 
 
-def summary_lines(collection: Collection) -> list[str]:
+def summary_lines(collection: Collection, base: Path | None = None, live: bool = False) -> list[str]:
+    """Sources (relative to ``base``), run counts and the time the report was written."""
+    sources = [shown_path(s, base) for s in collection.sources]
+    counts = f"completed runs: {len(collection.runs)}; "
+    if live:
+        counts += f"running: {len(collection.running)}; "
+        counts += f"skipped: {len(collection.skipped) - len(collection.running)}"
+    else:
+        counts += f"skipped: {len(collection.skipped)}"
     return [
-        "sources: " + ", ".join(collection.sources),
-        f"completed runs: {len(collection.runs)}; skipped: {len(collection.skipped)}",
+        "sources (relative to this report): " + ", ".join(sources)
+        if base
+        else "sources: " + ", ".join(sources),
+        counts,
         "generated: " + time.strftime("%Y-%m-%d %H:%M:%S"),
     ]
 
@@ -135,14 +175,58 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--group", help="with --wandb: only runs of this wandb group (sweep_name)")
     parser.add_argument("--timeout", type=float, default=15.0, help="with --wandb: network timeout, seconds")
     parser.add_argument("--tol", type=float, default=1.0, help="claim check tolerance, percentage points")
+    parser.add_argument(
+        "--watch",
+        type=float,
+        metavar="SECONDS",
+        help="follow running sweeps: look every SECONDS, rewrite the report when a run changes, "
+        "until every run has ended",
+    )
+    parser.add_argument(
+        "--stale",
+        type=float,
+        default=3600.0,
+        metavar="SECONDS",
+        help="with --watch: stop when nothing changed for this long (a killed run stays 'running')",
+    )
     args = parser.parse_args(argv)
     if not args.folders and not args.wandb:
         parser.error("give at least one folder, or --wandb entity/project")
+    if args.watch is not None:
+        if not (args.watch > 0 and args.stale > 0):
+            parser.error(
+                f"--watch and --stale take a number of seconds > 0, got {args.watch} and {args.stale}"
+            )
+        if args.wandb or not args.folders:
+            parser.error("--watch follows run folders: give the sweep folder(s), not --wandb")
+        missing = [f for f in args.folders if not Path(f).is_dir()]
+        if missing:
+            parser.error(f"{missing[0]}: no such folder")
     return args
+
+
+def follow(args: argparse.Namespace) -> int:
+    """``--watch``: rewrite the report while the sweep runs; the last report is a plain one."""
+    from mmvi.report.watch import watch
+
+    reports: list[Report] = []
+
+    def write(live: bool) -> None:
+        refresh = args.watch if live else None
+        reports.append(compare(args.folders, args.out, tol_pp=args.tol, refresh=refresh))
+        reports[:] = reports[-1:]
+
+    out = Path(args.out) if args.out else Path(args.folders[0]) / "report"
+    print(f"watching {', '.join(args.folders)} every {args.watch:g} s; report: {out / 'index.html'}")
+    watch(args.folders, write, args.watch, stale=args.stale)
+    print_console(reports[-1])
+    return 0 if reports[-1].collection.runs else 1
 
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    if args.watch is not None:
+        return follow(args)
     try:
         collection = collect_folders(args.folders) if args.folders else Collection(sources=[])
         if args.wandb:

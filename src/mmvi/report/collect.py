@@ -1,43 +1,75 @@
-"""Find runs: every ``results.json`` under sweep folders, split into completed runs and skipped ones.
+"""Find runs: every ``results.json`` under sweep folders, split into completed, running and skipped runs.
 
 A run is *completed* only when its ``results.json`` reads as JSON, has ``status: completed`` and
 holds at least one finite metric. Everything else (``failed``, ``running`` = crashed or still
 running, unreadable, no metrics) is kept as a :class:`Skipped` entry with its reason, so that the
-report lists it and never averages it in.
+report lists it and never averages it in. Runs whose status is ``running`` are also kept as
+:class:`Run` objects in :attr:`Collection.running` (a report that follows a running sweep shows
+them in their own table).
+
+A run's *configuration* is what it actually ran: its Hydra choices (data, model, objective,
+experiment) and its recorded result-defining settings (``fingerprint.settings`` of the
+``results.json``, else :func:`mmvi.fingerprint.result_settings` of its recorded ``config``) minus
+the repeat keys (seed, data fold). Two runs with the same labels but different settings are two
+configurations; runs that differ only in resources, paths or logging are one.
 """
 
 from __future__ import annotations
 
 import json
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import pandas as pd
+
+from mmvi.fingerprint import flatten, result_settings
+from mmvi.report.curves import Curves, read_curves
 from mmvi.utils import RESULTS_FILE
 
 # Hydra choices that always define a configuration (the columns of the report's tables)
 KEY_CHOICES = ("data", "model", "objective", "experiment")
-# overrides that never define a configuration: repeats (seeds, and the data folds the paper
-# averages over, PAPER.md §3) and bookkeeping
-IGNORED_KEYS = {"seed", "data.fold", "sweep_name", "task_name", "ckpt_path", "tags"}
+# settings that are repeats, not configurations: seeds, and the data folds the paper averages
+# over (PAPER.md §3)
+REPEAT_KEYS = ("seed", "data.fold")
+# overrides that never define a configuration (the legacy grouping of records without a config)
+IGNORED_KEYS = {*REPEAT_KEYS, "sweep_name", "task_name", "ckpt_path", "tags"}
 IGNORED_PREFIXES = ("hydra", "paths.", "logger", "callbacks", "trainer.enable_progress_bar")
 PATH_SUFFIXES = ("_dir", "_path", "_file", "dir", "path")
-DEFAULT = "default"
+# the value of a setting a run does not have (e.g. objective.alpha of a non-hybrid run)
+UNSET = "–"
 
 
 @dataclass
 class Run:
-    """One completed run: its configuration, seed and final metrics."""
+    """One run: its configuration (choices + settings), seed, final metrics and per-epoch curves.
+
+    ``settings`` maps dotted config keys to their values as text (:func:`setting_text`), repeat
+    keys removed. ``curves`` holds the per-epoch log (:mod:`.curves`), ``None`` when the run has
+    none. ``status`` is ``completed`` or ``running``; ``updated`` is the last modification time of
+    its files (seconds since the epoch) and ``root`` the folder it was found under.
+    """
 
     source: str
     choices: dict[str, str]
-    overrides: dict[str, str]
+    settings: dict[str, str]
     seed: int | None
     metrics: dict[str, float]
     run_dir: str = ""
     job_num: int | None = None
     duration_s: float | None = None
+    status: str = "completed"
+    fold: int | None = None
+    curves: Curves | None = None
+    updated: float | None = None
+    root: str = ""
+
+    @property
+    def folder(self) -> Path:
+        """The run folder (where its ``results.json`` is)."""
+        return Path(self.source).parent
 
 
 @dataclass
@@ -47,6 +79,7 @@ class Skipped:
     source: str
     status: str
     reason: str
+    root: str = ""
 
 
 @dataclass
@@ -56,11 +89,13 @@ class Collection:
     sources: list[str]
     runs: list[Run] = field(default_factory=list)
     skipped: list[Skipped] = field(default_factory=list)
+    running: list[Run] = field(default_factory=list)
 
     def extend(self, other: Collection) -> None:
         self.sources += other.sources
         self.runs += other.runs
         self.skipped += other.skipped
+        self.running += other.running
 
 
 def is_path_like(key: str, value: str) -> bool:
@@ -88,6 +123,33 @@ def parse_overrides(overrides: list[str] | None) -> dict[str, str]:
     return pairs
 
 
+def setting_text(value: Any) -> str:
+    """A setting's value as table text: ``1.0`` → ``1``, ``0.25`` → ``0.25``, lists/None as JSON."""
+    if isinstance(value, bool) or value is None or isinstance(value, list | dict):
+        return json.dumps(value, sort_keys=True, default=str)
+    if isinstance(value, float):
+        return str(int(value)) if value.is_integer() and abs(value) < 1e15 else repr(value)
+    return str(value)
+
+
+def run_settings(res: Mapping[str, Any]) -> dict[str, str]:
+    """The result-defining settings of a ``results.json`` dict, flat, repeat keys removed, as text.
+
+    ``fingerprint.settings`` when recorded, else :func:`result_settings` of the recorded
+    ``config``. A record with neither (no settings beyond the repeat keys) falls back to its
+    parsed command-line ``overrides``.
+    """
+    fp = res.get("fingerprint")
+    settings = fp.get("settings") if isinstance(fp, Mapping) else None
+    if not isinstance(settings, Mapping):
+        config = res.get("config")
+        settings = result_settings(config) if isinstance(config, Mapping) else {}
+    flat = {k: v for k, v in flatten(settings).items() if k not in REPEAT_KEYS}
+    if not flat:
+        return parse_overrides(res.get("overrides"))
+    return {k: setting_text(v) for k, v in flat.items()}
+
+
 def finite_numbers(metrics: dict[str, Any] | None) -> dict[str, float]:
     """The finite numeric entries of a metrics dict (null / NaN / text dropped)."""
     out = {}
@@ -103,8 +165,31 @@ def _choice(value: Any) -> str:
     return "" if value is None else str(value).removesuffix(".yaml")
 
 
+def _int(value: Any) -> int | None:
+    return int(value) if isinstance(value, int | float) and not isinstance(value, bool) else None
+
+
+def make_run(res: Mapping[str, Any], source: str, status: str, metrics: dict[str, float]) -> Run:
+    """A :class:`Run` of a ``results.json`` dict (choices, settings, seed, fold), without curves."""
+    config = res.get("config") or {}
+    choices = res.get("choices") or {}
+    data = config.get("data") if isinstance(config.get("data"), Mapping) else {}
+    return Run(
+        source=source,
+        choices={k: _choice(choices.get(k)) for k in KEY_CHOICES},
+        settings=run_settings(res),
+        seed=_int(config.get("seed")),
+        metrics=metrics,
+        run_dir=str(Path(source).parent),
+        job_num=res.get("job_num"),
+        duration_s=res.get("duration_s"),
+        status=status,
+        fold=_int(data.get("fold")),
+    )
+
+
 def run_from_results(res: dict[str, Any], source: str) -> Run | Skipped:
-    """A :class:`Run` from a ``results.json`` dict, or the :class:`Skipped` reason it is not one."""
+    """A completed :class:`Run` from a ``results.json`` dict, or the :class:`Skipped` reason it is not one."""
     status = str(res.get("status", "missing"))
     if status != "completed":
         reason = res.get("reason") or (
@@ -116,25 +201,23 @@ def run_from_results(res: dict[str, Any], source: str) -> Run | Skipped:
     metrics = finite_numbers(res.get("metrics"))
     if not metrics:
         return Skipped(source, status, "completed but no finite metrics")
-    config = res.get("config") or {}
-    choices = res.get("choices") or {}
-    seed = config.get("seed")
-    return Run(
-        source=source,
-        choices={k: _choice(choices.get(k)) for k in KEY_CHOICES},
-        overrides=parse_overrides(res.get("overrides")),
-        seed=int(seed) if isinstance(seed, int | float) else None,
-        metrics=metrics,
-        run_dir=str(res.get("run_dir") or Path(source).parent),
-        job_num=res.get("job_num"),
-        duration_s=res.get("duration_s"),
-    )
+    return make_run(res, source, status, metrics)
 
 
 def find_results(folder: Path) -> list[Path]:
-    """Every ``results.json`` under ``folder`` (recursively), wandb folders excluded, sorted."""
-    found = (p for p in folder.rglob(RESULTS_FILE) if "wandb" not in p.relative_to(folder).parts)
+    """Every ``results.json`` under ``folder`` (recursively), wandb and stage folders excluded, sorted."""
+    found = (
+        p
+        for p in folder.rglob(RESULTS_FILE)
+        if not {"wandb", "stages"} & set(p.relative_to(folder).parts[:-1])
+    )
     return sorted(found, key=lambda p: (len(p.parts), str(p)))
+
+
+def modified(folder: Path, curves: Curves | None) -> float:
+    """Last modification time of a run's ``results.json`` and per-epoch logs."""
+    paths = [folder / RESULTS_FILE, *(curves.files if curves else [])]
+    return max((p.stat().st_mtime for p in paths if p.exists()), default=0.0)
 
 
 def collect_folders(folders: list[str | Path]) -> Collection:
@@ -153,27 +236,40 @@ def collect_folders(folders: list[str | Path]) -> Collection:
                 if not isinstance(res, dict):
                     raise ValueError("not a JSON object")
             except (OSError, ValueError) as exc:
-                out.skipped.append(Skipped(str(path), "unreadable", f"unreadable results.json: {exc}"))
+                out.skipped.append(
+                    Skipped(str(path), "unreadable", f"unreadable results.json: {exc}", str(folder))
+                )
                 continue
             item = run_from_results(res, str(path))
-            (out.runs if isinstance(item, Run) else out.skipped).append(item)
+            if isinstance(item, Skipped):
+                item.root = str(folder)
+                out.skipped.append(item)
+                if item.status != "running":
+                    continue
+                item = make_run(res, str(path), "running", finite_numbers(res.get("metrics")))
+                out.running.append(item)
+            else:
+                out.runs.append(item)
+            item.root = str(folder)
+            item.curves = read_curves(path.parent)
+            item.updated = modified(path.parent, item.curves)
     return out
 
 
 def swept_keys(runs: list[Run]) -> list[str]:
-    """Override keys that take ≥ 2 values among runs with the same choices (a swept axis).
+    """Setting keys that take ≥ 2 values among runs with the same choices (a swept axis).
 
-    An override missing from a run counts as the value ``default``. Keys constant within every
-    choice combination (fixed budgets, the data slice) do not split configurations.
+    A setting missing from a run counts as the value :data:`UNSET`. Keys constant within every
+    choice combination (fixed budgets, the data slice) do not split configurations. Keys in the
+    order they first appear.
     """
-    keys: list[str] = []
-    for run in runs:
-        keys += [k for k in run.overrides if k not in keys]
     groups: dict[tuple[str, ...], list[Run]] = {}
     for run in runs:
         groups.setdefault(tuple(run.choices[c] for c in KEY_CHOICES), []).append(run)
-    return [
-        k
-        for k in keys
-        if any(len({r.overrides.get(k, DEFAULT) for r in group}) > 1 for group in groups.values())
-    ]
+    keys: dict[str, None] = {}
+    for group in groups.values():
+        if len(group) < 2:
+            continue
+        frame = pd.DataFrame([r.settings for r in group]).fillna(UNSET)
+        keys.update(dict.fromkeys(c for c in frame.columns if frame[c].nunique() > 1))
+    return list(keys)

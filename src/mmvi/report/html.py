@@ -1,4 +1,8 @@
-"""One static ``index.html``: inline CSS, no scripts, images by relative path (opens from file://)."""
+"""One static ``index.html``: inline CSS, no scripts, images by relative path (opens from file://).
+
+A page written while runs are still training (``Page.refresh``) reloads itself every
+``refresh`` seconds (``<meta http-equiv="refresh">``) and shows those runs in their own table.
+"""
 
 from __future__ import annotations
 
@@ -27,6 +31,8 @@ figure { margin: 0; border: 1px solid #ddd; padding: 4px; background: #fff; }
 figure img { max-width: 560px; display: block; }
 figcaption { font-size: 0.8em; color: #555; }
 .note { font-size: 0.85em; color: #555; }
+.live { background: #fff6d6; border: 1px solid #e6c65c; padding: 4px 10px; display: inline-block; }
+figure.curve img { max-width: 480px; }
 """
 
 
@@ -44,6 +50,8 @@ class Page:
     plots: list[Plot] = field(default_factory=list)
     links: list[str] = field(default_factory=list)
     claim_note: str = ""
+    running: TextTable | None = None
+    refresh: int | None = None
 
 
 def looks_numeric(text: str) -> bool:
@@ -74,9 +82,10 @@ def html_table(table: TextTable, table_id: str = "", level: int = 3) -> str:
 
 
 def figure(plot: Plot) -> str:
-    caption = plot.measure if plot.kind == "bar" else f"{plot.measure} vs {plot.axis}"
+    caption = plot.measure if plot.kind in ("bar", "curve") else f"{plot.measure} vs {plot.axis}"
+    kind = f' class="{plot.kind}"'
     return (
-        f'<figure><img src="{escape(plot.path)}" alt="{escape(caption)}" loading="eager">'
+        f'<figure{kind}><img src="{escape(plot.path)}" alt="{escape(caption)}" loading="eager">'
         f"<figcaption>{escape(caption)}</figcaption></figure>"
     )
 
@@ -90,20 +99,36 @@ def render(page: Page) -> str:
     )
     bars = "".join(figure(p) for p in page.plots if p.kind == "bar")
     lines = "".join(figure(p) for p in page.plots if p.kind == "line")
+    curves = "".join(figure(p) for p in page.plots if p.kind == "curve")
     line_section = f'<h3>Along swept axes</h3>\n<div class="plots">{lines}</div>\n' if lines else ""
+    refresh = f'<meta http-equiv="refresh" content="{int(page.refresh)}">\n' if page.refresh else ""
+    live = (
+        f'<p class="live" id="live">Runs are still training: this page is rewritten as they progress and '
+        f"reloads itself every {int(page.refresh)} s.</p>\n"
+        if page.refresh
+        else ""
+    )
+    running = ""
+    if page.running is not None:
+        running = (
+            '<h2>Running runs</h2>\n<p class="note">Last epoch and its measures of runs still training; '
+            "never averaged with completed runs.</p>\n"
+            + html_table(replace(page.running, title=""), "running")
+        )
     return f"""<!DOCTYPE html>
 <html lang="en">
 <head>
 <meta charset="utf-8">
-<title>{escape(page.title)}</title>
+{refresh}<title>{escape(page.title)}</title>
 <style>{CSS}</style>
 </head>
 <body>
 <h1>{escape(page.title)}</h1>
-<div class="meta">{meta}</div>
+{live}<div class="meta">{meta}</div>
 <p class="note">Files: {links}</p>
 <h2>Results: mean ± std over seeds</h2>
 {results or '<p class="note">no completed runs</p>'}
+{running}
 <h2>Skipped runs</h2>
 <p class="note">Runs that did not complete (failed, crashed or still running, unreadable) are listed here and
 never enter the averages.</p>
@@ -113,6 +138,11 @@ never enter the averages.</p>
 {html_table(page.claims, "claims")}
 {html_table(page.errors, "errors")}
 {html_table(page.mirflickr, "mirflickr")}
+<h2 id="curves">Curves</h2>
+<p class="note">Per-epoch measures: one line per configuration, the mean over seeds with a ± std band; × marks a
+run that stopped before the others; runs still training are dotted, one line each. Deep-pipeline runs put their
+stages one after the other on the pipeline-epoch axis (pathway layers, top layer, fine-tuning).</p>
+<div class="plots">{curves or '<p class="note">no per-epoch logs</p>'}</div>
 <h2>Plots</h2>
 <h3>By configuration</h3>
 <div class="plots">{bars or '<p class="note">none</p>'}</div>

@@ -3,32 +3,57 @@
 * per measure, a point plot by configuration (colour = objective): mean with std error bars and
   each seed's value as a small grey dot;
 * per swept numeric axis (e.g. ``objective.alpha``, ``objective.mask_rate``) and measure, a line
-  plot of the mean (± std) against the axis, one line per objective (and other swept values).
+  plot of the mean (± std) against the axis, one line per objective (and other swept values);
+* per per-epoch measure, learning curves (:func:`curve_plot`): one line per configuration, the
+  mean over seeds with a ± std band against the epoch; runs still training drawn one by one.
+
+Every plot colours objectives alike (:func:`objective_colour`): the NLL family in blues, the
+MinVI family in oranges, the hybrid in purple.
 """
 
 from __future__ import annotations
 
 import re
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
+from matplotlib.lines import Line2D
+from matplotlib.ticker import MaxNLocator
 
-from mmvi.report.collect import DEFAULT, KEY_CHOICES
+from mmvi.report.collect import KEY_CHOICES, UNSET, Run
+from mmvi.report.curves import across_runs, curve_measures, split_stage
 from mmvi.report.tables import Aggregate, measure_label
 from mmvi.utils import atomic_path
 
 PLOT_DIR = "plots"
+CURVE_DIR = "plots/curves"
 DPI = 90
+# fixed colours: NLL family blues, MinVI family oranges, mixture purple (every plot of every report)
+OBJECTIVE_COLOURS = {
+    "nll_pcd": "#08519c",
+    "nll_cd": "#4292c6",
+    "minvi_mp": "#d94801",
+    "minvi_cdpl": "#fd8d3c",
+    "minvi_ccd": "#8c2d04",
+    "hybrid": "#6a51a3",
+}
+FAMILY_COLOURS = {
+    "nll": ("#2171b5", "#6baed6", "#084594"),
+    "minvi": ("#f16913", "#fdae6b", "#a63603"),
+}
+OTHER_COLOURS = ("#238b45", "#737373", "#ce1256", "#8c6d31", "#17becf")
+LINE_STYLES = ("-", "--", "-.", ":")
 
 
 @dataclass
 class Plot:
     """One figure file (path relative to the report folder)."""
 
-    kind: str  # "bar" | "line"
+    kind: str  # "bar" | "line" | "curve"
     measure: str
     axis: str
     path: str
@@ -45,14 +70,14 @@ def varying_columns(agg: Aggregate) -> list[str]:
 
 
 def labels(df: pd.DataFrame, columns: list[str]) -> pd.Series:
-    """Configuration label per row: the choices, then ``key=value`` of the overrides that are set."""
+    """Configuration label per row: the choices, then ``key=value`` of the settings that are set."""
     if df.empty:
         return pd.Series([], index=df.index, dtype=str)
     parts = pd.DataFrame(
         {
             c: df[c].astype(str)
             if c in KEY_CHOICES
-            else (c.rsplit(".", 1)[-1] + "=" + df[c].astype(str)).where(df[c] != DEFAULT, "")
+            else (c.rsplit(".", 1)[-1] + "=" + df[c].astype(str)).where(df[c] != UNSET, "")
             for c in columns
         },
         index=df.index,
@@ -61,25 +86,33 @@ def labels(df: pd.DataFrame, columns: list[str]) -> pd.Series:
 
 
 def numeric_axes(agg: Aggregate) -> list[str]:
-    """Swept overrides whose set values are all numbers, with ≥ 2 distinct ones.
+    """Swept settings whose set values are all numbers, with ≥ 2 distinct ones.
 
-    Rows where the override is not set (``default``, e.g. the other objectives of an alpha sweep)
+    Rows where the setting is not set (:data:`UNSET`, e.g. the other objectives of an alpha sweep)
     are drawn as horizontal reference lines.
     """
     axes = []
     for key in agg.swept:
-        values = agg.table[key][agg.table[key] != DEFAULT]
+        values = agg.table[key][agg.table[key] != UNSET]
         numbers = pd.to_numeric(values, errors="coerce")
         if numbers.notna().all() and numbers.nunique() > 1:
             axes.append(key)
     return axes
 
 
-def objective_colours(objectives: list[str]) -> dict[str, tuple]:
-    from matplotlib import colormaps
+def objective_colour(objective: str) -> str:
+    """The fixed colour of an objective: its own, else one of its family's, else a stable other one."""
+    if objective in OBJECTIVE_COLOURS:
+        return OBJECTIVE_COLOURS[objective]
+    h = zlib.crc32(objective.encode())
+    for family, colours in FAMILY_COLOURS.items():
+        if objective.startswith(family):
+            return colours[h % len(colours)]
+    return OTHER_COLOURS[h % len(OTHER_COLOURS)]
 
-    cmap = colormaps["tab10"]
-    return {o: cmap(i % 10) for i, o in enumerate(dict.fromkeys(objectives))}
+
+def objective_colours(objectives: list[str]) -> dict[str, str]:
+    return {o: objective_colour(o) for o in dict.fromkeys(objectives)}
 
 
 def save(fig: Figure, path: Path) -> None:
@@ -124,7 +157,7 @@ def bar_plot(agg: Aggregate, measure: str, out_dir: Path) -> Plot:
 
 
 def line_plot(agg: Aggregate, axis: str, measure: str, out_dir: Path) -> Plot:
-    set_rows = agg.table[axis] != DEFAULT
+    set_rows = agg.table[axis] != UNSET
     table = agg.table[set_rows].assign(_x=lambda t: pd.to_numeric(t[axis])).sort_values("_x", kind="stable")
     table = table[table[f"{measure} n"] > 0]
     refs = agg.table[~set_rows & (agg.table[f"{measure} n"] > 0)]
@@ -163,6 +196,140 @@ def line_plot(agg: Aggregate, axis: str, measure: str, out_dir: Path) -> Plot:
     return Plot("line", measure, axis, str(path))
 
 
+def planned_last_epoch(run: Run) -> int | None:
+    """The last epoch a training run was set to reach (``trainer.max_epochs`` − 1); ``None`` if unknown."""
+    if run.curves is None or run.curves.stages:
+        return None
+    epochs = pd.to_numeric(pd.Series([run.settings.get("trainer.max_epochs")]), errors="coerce").iloc[0]
+    steps = pd.to_numeric(pd.Series([run.settings.get("trainer.max_steps", -1)]), errors="coerce").iloc[0]
+    if not np.isfinite(epochs) or epochs <= 0 or (np.isfinite(steps) and steps > 0):
+        return None
+    return int(epochs) - 1
+
+
+def config_key(run: Run, agg: Aggregate) -> tuple[str, ...]:
+    """A run's configuration as the values of ``agg.config_columns`` (choices, then swept settings)."""
+    return tuple(
+        run.choices.get(c, "") if c in KEY_CHOICES else run.settings.get(c, UNSET) for c in agg.config_columns
+    )
+
+
+def configuration_runs(agg: Aggregate, runs: list[Run]) -> list[tuple[pd.Series, list[Run]]]:
+    """Each row of ``agg.table`` with its completed runs."""
+    groups: dict[tuple[str, ...], list[Run]] = {}
+    for run in runs:
+        groups.setdefault(config_key(run, agg), []).append(run)
+    return [
+        (row, groups.get(tuple(str(row[c]) for c in agg.config_columns), []))
+        for _, row in agg.table.iterrows()
+    ]
+
+
+def stopped_early(runs: list[Run]) -> list[Run]:
+    """Runs of one configuration whose log ends before the others' or before ``trainer.max_epochs``."""
+    ends = {id(r): r.curves.last_epoch for r in runs if r.curves is not None}
+    ends = {k: v for k, v in ends.items() if v is not None}
+    planned = [p for p in map(planned_last_epoch, runs) if p is not None]
+    expected = max([*ends.values(), *planned], default=None)
+    return [r for r in runs if id(r) in ends and ends[id(r)] < expected]
+
+
+def curve_plot(
+    measure: str,
+    groups: list[tuple[str, str, list[Run]]],
+    running: list[tuple[str, str, Run]],
+    out_dir: Path,
+) -> Plot | None:
+    """Learning curve of one per-epoch measure; ``None`` when no run logged it.
+
+    ``groups``: (label, objective, completed runs) per configuration: the mean over its runs
+    with a ± std band (runs aligned by epoch; a run ending before the others or before its
+    ``trainer.max_epochs`` is marked ×). ``running``: (label, objective, run) drawn one by one,
+    dotted, ending in ▸.
+    """
+    fig = Figure(figsize=(5.6, 3.5))
+    ax = fig.add_subplot()
+    styles: dict[str, int] = {}
+    drawn = early = False
+    for label, objective, runs in groups:
+        series = [r.curves.frame[measure].dropna() for r in runs if r.curves and measure in r.curves.frame]
+        series = [x for x in series if len(x)]
+        if not series:
+            continue
+        colour = objective_colour(objective)
+        i = styles.get(objective, -1) + 1
+        styles[objective] = i
+        style = LINE_STYLES[i % len(LINE_STYLES)]
+        stats = across_runs(series)
+        x = stats.index.to_numpy()
+        marker = "o" if len(x) <= 12 else None
+        n_runs = len(series)
+        ax.plot(
+            x,
+            stats["mean"],
+            color=colour,
+            ls=style,
+            marker=marker,
+            ms=3.5,
+            lw=1.6,
+            label=f"{label} (n={n_runs})",
+        )
+        band = stats["std"].notna().to_numpy()
+        if band.any():
+            ax.fill_between(
+                x,
+                stats["mean"] - stats["std"].fillna(0),
+                stats["mean"] + stats["std"].fillna(0),
+                where=band,
+                color=colour,
+                alpha=0.18,
+                lw=0,
+            )
+        for run in stopped_early(runs):
+            x_run = run.curves.frame[measure].dropna() if measure in run.curves.frame else ()
+            if len(x_run):
+                ax.plot(
+                    x_run.index[-1:],
+                    x_run.iloc[-1:],
+                    marker="X",
+                    ms=8,
+                    color=colour,
+                    mec="black",
+                    mew=0.8,
+                    ls="none",
+                )
+                early = True
+        drawn = True
+    for label, objective, run in running:
+        if not run.curves or measure not in run.curves.frame:
+            continue
+        x_run = run.curves.frame[measure].dropna()
+        if not len(x_run):
+            continue
+        colour = objective_colour(objective)
+        seed = "" if run.seed is None else f" s{run.seed}"
+        ax.plot(x_run.index, x_run, color=colour, ls=":", lw=1.2, label=f"{label}{seed} (running)")
+        ax.plot([x_run.index[-1]], [x_run.iloc[-1]], marker=">", ms=6, color=colour, ls="none")
+        drawn = True
+    if not drawn:
+        return None
+    handles, names = ax.get_legend_handles_labels()
+    if early:
+        handles.append(Line2D([], [], marker="X", color="0.4", mec="black", ls="none", ms=7))
+        names.append("run stopped early")
+    stage, rest = split_stage(measure)
+    ax.set_xlabel("pipeline epoch" if stage else "epoch")
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    ax.set_ylabel(measure_label(rest), fontsize=8)
+    title = f"{stage}: {rest}" if stage else measure
+    ax.set_title(f"{title} (mean ± std over seeds)", fontsize=9)
+    ax.grid(alpha=0.3)
+    ax.legend(handles, names, fontsize=7)
+    path = Path(CURVE_DIR) / f"curve_{slug(measure)}.png"
+    save(fig, out_dir / path)
+    return Plot("curve", measure, "epoch", str(path))
+
+
 def make_plots(agg: Aggregate, out_dir: Path) -> list[Plot]:
     """Every bar plot, then every line plot; files under ``<out_dir>/plots``."""
     if agg.table.empty:
@@ -171,3 +338,25 @@ def make_plots(agg: Aggregate, out_dir: Path) -> list[Plot]:
     plots = [bar_plot(agg, m, out_dir) for m in measures]
     plots += [line_plot(agg, axis, m, out_dir) for axis in numeric_axes(agg) for m in measures]
     return plots
+
+
+def make_curve_plots(agg: Aggregate, runs: list[Run], running: list[Run], out_dir: Path) -> list[Plot]:
+    """One learning-curve panel per per-epoch measure (files under ``<out_dir>/plots/curves``).
+
+    ``runs``: the completed runs of ``agg`` (averaged per configuration); ``running``: runs
+    still training (drawn one by one, never averaged).
+    """
+    cols = varying_columns(agg)
+    rows = configuration_runs(agg, runs)
+    names = labels(agg.table, cols).str.replace("\n", ", ") if rows else pd.Series([], dtype=str)
+    groups = [(name, str(row["objective"]), members) for name, (row, members) in zip(names, rows)]
+    live = []
+    for run in running:
+        values = {c: run.choices.get(c, "") if c in KEY_CHOICES else run.settings.get(c, UNSET) for c in cols}
+        label = (
+            labels(pd.DataFrame([values], columns=cols), cols).iloc[0] if cols else run.choices["objective"]
+        )
+        live.append((label.replace("\n", ", "), run.choices.get("objective", ""), run))
+    measures = curve_measures([r.curves for r in [*runs, *running] if r.curves is not None])
+    plots = (curve_plot(m, groups, live, out_dir) for m in measures)
+    return [p for p in plots if p is not None]

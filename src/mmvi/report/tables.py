@@ -1,18 +1,23 @@
 """Tables of a comparison: runs, mean ± std over seeds per configuration, readable labels, Markdown.
 
-A *configuration* is a run's choices (data, model, objective, experiment) plus the swept overrides
-other than ``seed``; its runs are the repeats (seeds) averaged in the table.
+A *configuration* is a run's choices (data, model, objective, experiment) plus its recorded
+result-defining settings (:mod:`.collect`); the columns show the choices and the settings that
+differ between runs of the same choices (the swept axes). A configuration's runs are the repeats
+(seeds, data folds) averaged in the table.
 """
 
 from __future__ import annotations
 
 import math
+import os
 import re
+import time
 from dataclasses import dataclass
+from pathlib import Path
 
 import pandas as pd
 
-from mmvi.report.collect import DEFAULT, KEY_CHOICES, Collection, Skipped, swept_keys
+from mmvi.report.collect import KEY_CHOICES, UNSET, Collection, Run, Skipped, swept_keys
 
 OBJECTIVE_ORDER = ("nll_cd", "nll_pcd", "minvi_ccd", "minvi_cdpl", "minvi_mp", "hybrid")
 MEASURE_ORDER = (
@@ -36,7 +41,7 @@ FAMILIES = (
     ("Retrieval", ("retrieval/",)),
     ("Theory", ("theory/",)),
 )
-RUN_COLUMNS = ("source", "run_dir", "job_num", "duration_s")
+RUN_COLUMNS = ("fold", "source", "run_dir", "job_num", "duration_s")
 
 
 @dataclass
@@ -92,6 +97,11 @@ def measure_label(name: str) -> str:
         (r"retrieval/map_(.+)", r"retrieval mAP, \1"),
         (r"retrieval/precision_at_(\d+)_(.+)", r"retrieval P@\1, \2"),
         (r"eval/seconds", "evaluation time (s)"),
+        (r"val/cond_ce/sum", "validation Σ CE(m | rest) (nats)"),
+        (r"val/cond_ce/(.+)_given_rest", r"validation CE(\1 | rest) (nats)"),
+        (r"train/loss", "training loss"),
+        (r"train/lr", "learning rate"),
+        (r"train/nonfinite_steps", "non-finite steps (skipped)"),
     )
     for pattern, label in patterns:
         if re.fullmatch(pattern, name):
@@ -99,17 +109,28 @@ def measure_label(name: str) -> str:
     return name
 
 
-def runs_frame(collection: Collection) -> tuple[pd.DataFrame, list[str], list[str]]:
-    """One row per completed run; also the configuration columns and the measure names."""
+def shown_path(path: str, base: Path | None) -> str:
+    """``path`` relative to ``base`` (the report folder) when it is a local path; else as is."""
+    if base is None or not path or not (Path(path).is_absolute() or Path(path).exists()):
+        return path
+    return os.path.relpath(Path(path).resolve(), Path(base).resolve())
+
+
+def runs_frame(collection: Collection, base: Path | None = None) -> tuple[pd.DataFrame, list[str], list[str]]:
+    """One row per completed run; also the configuration columns and the measure names.
+
+    Paths (``source``, ``run_dir``) are shown relative to ``base`` when given.
+    """
     swept = swept_keys(collection.runs)
     records = [
         {
             **{c: run.choices.get(c, "") for c in KEY_CHOICES},
-            **{k: run.overrides.get(k, DEFAULT) for k in swept},
+            **{k: run.settings.get(k, UNSET) for k in swept},
             "seed": run.seed,
             **run.metrics,
-            "source": run.source,
-            "run_dir": run.run_dir,
+            "fold": run.fold,
+            "source": shown_path(run.source, base),
+            "run_dir": shown_path(run.run_dir, base),
             "job_num": run.job_num,
             "duration_s": run.duration_s,
         }
@@ -138,9 +159,12 @@ def sort_configurations(df: pd.DataFrame, config_columns: list[str]) -> pd.DataF
     return df.loc[order].reset_index(drop=True)
 
 
-def aggregate(collection: Collection) -> Aggregate:
-    """Mean, std (ddof = 1; blank when n = 1) and n over seeds of every measure, per configuration."""
-    runs, config_columns, swept = runs_frame(collection)
+def aggregate(collection: Collection, base: Path | None = None) -> Aggregate:
+    """Mean, std (ddof = 1; blank when n = 1) and n over seeds of every measure, per configuration.
+
+    ``base``: show the runs' paths relative to this folder (the report's).
+    """
+    runs, config_columns, swept = runs_frame(collection, base)
     measures = [c for c in runs.columns if c not in (*config_columns, "seed", *RUN_COLUMNS)]
     if runs.empty:
         return Aggregate(
@@ -202,10 +226,47 @@ def measure_tables(agg: Aggregate, measures: list[str] | None = None) -> list[Te
     return tables
 
 
-def skipped_table(skipped: list[Skipped]) -> TextTable:
+def skipped_table(skipped: list[Skipped], base: Path | None = None) -> TextTable:
     return TextTable(
-        ["run", "status", "reason"], [[s.source, s.status, s.reason] for s in skipped], "Skipped runs"
+        ["run", "status", "reason"],
+        [[shown_path(s.source, base), s.status, s.reason] for s in skipped],
+        "Skipped runs",
     )
+
+
+# the current measures a running run shows (after its stage prefix, if any)
+CURRENT_MEASURES = (r"train/loss", r"val/.+")
+
+
+def running_table(running: list[Run], completed: list[Run], base: Path | None = None) -> TextTable:
+    """Runs still training: configuration, seed, stage, last epoch and that epoch's measures.
+
+    The configuration columns are the non-blank choices and the settings swept among ``running``
+    and ``completed`` together. The epoch is counted from 0 (within its stage for a deep run);
+    ``updated`` is the local time its files last changed.
+    """
+    swept = swept_keys([*completed, *running])
+    choices = [c for c in KEY_CHOICES if c == "objective" or any(r.choices.get(c) for r in running)]
+    currents = [r.curves.current() if r.curves else (None, None, {}) for r in running]
+    names = sorted(
+        {m for _, _, values in currents for m in values if any(re.fullmatch(p, m) for p in CURRENT_MEASURES)},
+        key=lambda m: (not m.startswith("train/"), m),
+    )
+    deep = any(stage is not None for stage, _, _ in currents)
+    headers = [*choices, *swept, "seed", *(["stage"] if deep else []), "last epoch", *names, "updated", "run"]
+    rows = []
+    for run, (stage, epoch, values) in zip(running, currents):
+        updated = time.strftime("%H:%M:%S", time.localtime(run.updated)) if run.updated else ""
+        rows.append(
+            [run.choices.get(c, "") for c in choices]
+            + [run.settings.get(k, UNSET) for k in swept]
+            + ["" if run.seed is None else str(run.seed)]
+            + ([stage.prefix if stage else ""] if deep else [])
+            + ["–" if epoch is None else str(epoch)]
+            + [fmt_number(values[m]) if m in values else "–" for m in names]
+            + [updated, shown_path(str(run.folder), base)]
+        )
+    return TextTable(headers, rows, "Running runs")
 
 
 def escape_md(text: str) -> str:

@@ -14,7 +14,8 @@ from collections.abc import Callable
 from typing import Any, TypeVar
 from urllib.parse import urlparse
 
-from mmvi.report.collect import KEY_CHOICES, Collection, Run, Skipped, finite_numbers, parse_overrides
+from mmvi.report.collect import Collection, Run, Skipped, finite_numbers, make_run
+from mmvi.report.curves import from_history
 
 T = TypeVar("T")
 DEFAULT_URL = "https://api.wandb.ai"
@@ -83,20 +84,13 @@ def check_online(timeout: float) -> str:
     return key
 
 
-def flatten(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
-    """Nested config → ``{"a.b": value}``."""
-    out: dict[str, Any] = {}
-    for k, v in tree.items():
-        key = f"{prefix}{k}"
-        if isinstance(v, dict):
-            out.update(flatten(v, key + "."))
-        else:
-            out[key] = v
-    return out
+def run_from_wandb(run: Any, history: bool = False) -> Run | Skipped:
+    """A :class:`Run` from a wandb API run (state ``finished``), or why it is skipped.
 
-
-def run_from_wandb(run: Any) -> Run | Skipped:
-    """A :class:`Run` from a wandb API run (state ``finished``), or why it is skipped."""
+    The run's config is the resolved config plus ``choices`` (as ``mmvi.train`` logs it); its
+    settings are read from it like a ``results.json``'s. With ``history`` the per-epoch curves
+    come from ``run.history(pandas=True)``.
+    """
     source = "/".join(run.path) if isinstance(run.path, list | tuple) else str(run.path)
     if run.state != "finished":
         return Skipped(source, str(run.state), f"wandb state {run.state}")
@@ -106,16 +100,11 @@ def run_from_wandb(run: Any) -> Run | Skipped:
         return Skipped(source, "finished", "no final metrics in the wandb summary")
     config = dict(run.config)
     choices = config.pop("choices", None) or {}
-    leaves = flatten({k: v for k, v in config.items() if k not in ("hydra", "paths")})
-    seed = config.get("seed")
-    return Run(
-        source=source,
-        choices={k: "" if choices.get(k) is None else str(choices[k]) for k in KEY_CHOICES},
-        overrides=parse_overrides([f"{k}={v}" for k, v in leaves.items()]),
-        seed=int(seed) if isinstance(seed, int | float) else None,
-        metrics=metrics,
-        run_dir=getattr(run, "url", source),
-    )
+    out = make_run({"config": config, "choices": choices}, source, "completed", metrics)
+    out.run_dir = getattr(run, "url", source)
+    if history:
+        out.curves = from_history(run.history(samples=100_000, pandas=True))
+    return out
 
 
 def collect_wandb(project: str, group: str | None = None, timeout: float = 15.0) -> Collection:
@@ -133,6 +122,8 @@ def collect_wandb(project: str, group: str | None = None, timeout: float = 15.0)
     runs = with_timeout(fetch, 4 * timeout, f"wandb runs of {project}")
     out = Collection(sources=[f"wandb:{project}" + (f" group {group}" if group else "")])
     for run in runs:
-        item = run_from_wandb(run)
+        item = with_timeout(
+            lambda run=run: run_from_wandb(run, history=True), 4 * timeout, f"history of {run.path}"
+        )
         (out.runs if isinstance(item, Run) else out.skipped).append(item)
     return out

@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 export OMP_NUM_THREADS ?= 1
 
 .DEFAULT_GOAL := help
-.PHONY: help install test test-full train lint format bench bench-eval bench-train sweep-mnist sweep-alpha sweep-mask compare sync clean clean-logs
+.PHONY: help install test test-full train lint format bench bench-eval bench-train sweep-mnist sweep-alpha sweep-mask compare compare-watch sync clean clean-logs
 
 help: ## list the targets
 	@grep -E '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  \033[36m%-14s\033[0m %s\n", $$1, $$2}'
@@ -57,6 +57,9 @@ sweep-mask: ## MP mask rate x mean-field steps, MNIST halves, joblib (2 workers)
 
 compare: ## comparison report: make compare SWEEP=logs/train/multiruns/<name>/<time> (default: the latest sweep)
 	$(BIN)/python -m mmvi.compare $(or $(SWEEP),$$(ls -dt logs/train/multiruns/*/*/ | head -1))
+
+compare-watch: ## report that follows a running sweep (rewritten on every change, page reloads): SWEEP=..., EVERY=30 (s); default: the latest sweep
+	$(BIN)/python -m mmvi.compare --watch $(or $(EVERY),30) $(or $(SWEEP),$$(ls -dt logs/*/multiruns/*/*/ | head -1))
 
 sync: ## upload offline wandb runs (needs network and `wandb login`)
 	find logs -type d -name 'offline-run-*' -print0 | xargs -0 -r $(BIN)/wandb sync

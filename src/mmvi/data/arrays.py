@@ -9,7 +9,7 @@ Files (rows are examples and align across files; read with numpy and pandas):
   holds one array); ``data.files=all.npz`` alone takes every array of the file as a modality named
   after its key (except the one ``data.labels`` names);
 * ``.csv`` / ``.tsv`` / ``.txt`` (comma, tab, whitespace separated; a header row is recognised by
-  its non-numeric cells) and ``.parquet``: every column numeric;
+  its non-numeric cells, or set by ``csv_header``) and ``.parquet``: every column numeric;
 * a 1-d array is one feature; an array of images (N, H, W) is flattened row-major.
 
 Relative paths are resolved against ``root`` (the config sets it to the directory the command was
@@ -88,13 +88,18 @@ def parse_source(spec: str | Path, root: Path) -> ArraySource:
     return ArraySource(path if path.is_absolute() else root / path, key)
 
 
-def _numeric_frame(frame, source: ArraySource) -> np.ndarray:
-    """All-numeric values of a pandas frame; a first row of non-numbers is taken as a header."""
+def _numeric_frame(frame, source: ArraySource, header: str = "auto") -> np.ndarray:
+    """All-numeric values of a pandas frame read without a header.
+
+    ``header``: ``auto`` takes a first row holding a non-number as the header; ``true`` always
+    drops the first row; ``false`` never does.
+    """
     import pandas as pd
 
     numbers = frame.apply(pd.to_numeric, errors="coerce")
     bad = (numbers.isna() & frame.notna()).to_numpy()
-    if bad.size and bad[0].any() and not bad[1:].any():
+    drop = header == "true" or (header == "auto" and bad.size and bad[0].any() and not bad[1:].any())
+    if drop:
         numbers, bad = numbers.iloc[1:], bad[1:]
     if bad.any():
         row, col = (int(i[0]) for i in np.nonzero(bad))
@@ -106,11 +111,12 @@ def _numeric_frame(frame, source: ArraySource) -> np.ndarray:
     return numbers.to_numpy(dtype=np.float64)
 
 
-def read_array(source: ArraySource, numeric: bool = True) -> np.ndarray:
+def read_array(source: ArraySource, numeric: bool = True, header: str = "auto") -> np.ndarray:
     """The array of one file (see the module docstring).
 
-    With ``numeric=False`` a text/Parquet file is returned as stored (e.g. class names), without
-    header detection.
+    ``header`` (text files): ``auto`` | ``true`` | ``false``, see :func:`_numeric_frame`. With
+    ``numeric=False`` a text/Parquet file is returned as stored (e.g. class names, a header row
+    dropped only with ``header="true"``).
 
     Raises:
         DataError: missing or unreadable file, unknown suffix, missing key, non-numeric values.
@@ -149,23 +155,24 @@ def read_array(source: ArraySource, numeric: bool = True) -> np.ndarray:
     except Exception as exc:  # numpy/pandas/pyarrow raise many types on a bad file
         raise DataError(f"cannot read {source} ({type(exc).__name__}: {exc})".replace("\n", " ")) from None
     if not numeric:
-        return frame.to_numpy()
+        values = frame.to_numpy()
+        return values[1:] if header == "true" and suffix not in (".parquet", ".pq") else values
     if suffix in (".parquet", ".pq"):
         non_numeric = [c for c in frame.columns if not pd.api.types.is_numeric_dtype(frame[c])]
         if non_numeric:
             raise DataError(f"{source}: columns {non_numeric[:5]} are not numeric (every column must be)")
         return frame.to_numpy(dtype=np.float64)
-    return _numeric_frame(frame, source)
+    return _numeric_frame(frame, source, header)
 
 
-def read_labels(source: ArraySource) -> np.ndarray:
-    """Labels as numbers (ids or a 0/1 matrix), else as class names (one column, no header row)."""
+def read_labels(source: ArraySource, header: str = "auto") -> np.ndarray:
+    """Labels as numbers (ids or a 0/1 matrix), else as class names (one column)."""
     try:
-        return read_array(source)
+        return read_array(source, header=header)
     except DataError as exc:
         if "not a number" not in str(exc) and "not numeric" not in str(exc):
             raise
-    names = read_array(source, numeric=False)
+    names = read_array(source, numeric=False, header=header)
     if names.ndim == 2 and names.shape[1] != 1:
         raise DataError(f"{source}: class names must be one column, found {names.shape[1]}")
     return names.reshape(-1).astype(str)
@@ -256,6 +263,8 @@ class ArrayFiles(MultimodalDataModule):
         split_files: ``{train, val, test: file of row indices}``.
         root: directory relative paths are resolved against (default: the working directory).
         label_names: names of the classes (default: the class ids found).
+        csv_header: text files have a header row: ``auto`` (when the first row holds a non-number),
+            ``true`` or ``false``.
         **kwargs: :class:`MultimodalDataModule` arguments (batch_size, max_examples, modalities, …).
 
     Raises (from :meth:`setup`):
@@ -275,6 +284,7 @@ class ArrayFiles(MultimodalDataModule):
         split_files: Mapping[str, str] | None = None,
         root: str | None = None,
         label_names: Sequence[str] | None = None,
+        csv_header: bool | str = "auto",
         **kwargs,
     ) -> None:
         super().__init__(**kwargs)
@@ -289,6 +299,7 @@ class ArrayFiles(MultimodalDataModule):
         self.split_files = None if split_files is None else dict(split_files)
         self.root = Path(root).expanduser() if root else Path.cwd()
         self.given_label_names = None if label_names is None else list(label_names)
+        self.csv_header = {True: "true", False: "false"}.get(csv_header, str(csv_header))
         self.single_label = True
         self.sources: dict[str, ArraySource] = {}
         self.label_source: ArraySource | None = None
@@ -337,6 +348,8 @@ class ArrayFiles(MultimodalDataModule):
         return out
 
     def _check_options(self, names: list[str]) -> None:
+        if self.csv_header not in ("auto", "true", "false"):
+            raise DataError(f"data.csv_header={self.csv_header!r}; allowed: auto, true, false")
         for what, value in (("data.units", self.units), ("data.binarize", self.binarize)):
             unknown = sorted(set(value) - set(names))
             if unknown:
@@ -379,7 +392,7 @@ class ArrayFiles(MultimodalDataModule):
         arrays: dict[str, np.ndarray] = {}
         first: str | None = None
         for m, src in self.sources.items():
-            x = as_matrix(read_array(src), src)
+            x = as_matrix(read_array(src, header=self.csv_header), src)
             if first is not None and x.shape[0] != arrays[first].shape[0]:
                 raise DataError(
                     f"{src}: {x.shape[0]} rows, but {self.sources[first]} has {arrays[first].shape[0]}; "
@@ -395,7 +408,7 @@ class ArrayFiles(MultimodalDataModule):
             self.label_names, self.single_label = [], True
             return np.zeros((n, 0), np.float32)
         src = self.label_source
-        y = read_labels(src)
+        y = read_labels(src, self.csv_header)
         if y.shape[0] != n:
             first = next(iter(self.sources.values()))
             raise DataError(f"{src}: {y.shape[0]} labels, but {first} has {n} rows; they must align")
@@ -413,7 +426,7 @@ class ArrayFiles(MultimodalDataModule):
         parts = {}
         for name in ("train", "val", "test"):
             src = parse_source(self.split_files[name], self.root)
-            idx = read_array(src).reshape(-1)
+            idx = read_array(src, header=self.csv_header).reshape(-1)
             if idx.dtype.kind == "f":
                 if not np.isfinite(idx).all() or (idx != np.round(idx)).any():
                     raise DataError(f"{src}: row indices must be whole numbers")

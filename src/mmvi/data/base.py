@@ -141,33 +141,31 @@ def _range(x: Tensor) -> str:
     return f"[{float(x.min()):.4g}, {float(x.max()):.4g}]"
 
 
-def unit_type_problem(x: Tensor, units: str) -> str | None:
-    """How the values ``x`` (N, n) break what unit type ``units`` can model, or None if they fit.
+def unit_type_problem(x: Tensor, units: str) -> tuple[str, str] | None:
+    """How the values ``x`` (N, n) break what unit type ``units`` models: (what was found, what is
+    needed), or None if they fit.
 
-    Bernoulli units need values in [0, 1] (probabilities or bits), replicated-softmax units
-    non-negative whole counts, Gaussian units finite values. Any other (layer) unit type is not
+    Bernoulli units model values in [0, 1] (probabilities or bits), replicated-softmax units
+    non-negative whole counts, Gaussian units finite values. Other (layer) unit types are not
     checked. Non-finite values break every type.
     """
     bad = ~torch.isfinite(x)
     if bool(bad.any()):
         row = int(bad.any(-1).nonzero()[0, 0])
-        return f"holds {int(bad.sum())} NaN/inf values (first in row {row})"
+        return f"holds {int(bad.sum())} NaN/inf values (the first in row {row})", "finite values"
     if x.numel() == 0:
         return None
     if units == "bernoulli":
         outside = (x < 0) | (x > 1)
         if bool(outside.any()):
             share = 100.0 * float(outside.double().mean())
-            return (
-                f"has values in {_range(x)} ({share:.3g} % outside [0, 1]); "
-                "Bernoulli units model values in [0, 1]"
-            )
+            return f"has values in {_range(x)} ({share:.3g} % outside [0, 1])", "values in [0, 1]"
     elif units == "softmax":
         wrong = (x < 0) | (x != torch.round(x))
         if bool(wrong.any()):
             return (
-                f"has values in {_range(x)}, {int(wrong.sum())} of them negative or not whole; "
-                "replicated-softmax units model non-negative counts"
+                f"has values in {_range(x)}, {int(wrong.sum())} of them negative or not whole",
+                "non-negative whole counts",
             )
     return None
 
@@ -327,9 +325,10 @@ class MultimodalDataModule(pl.LightningDataModule, ABC):
             for m, x in splits[name].modalities.items():
                 problem = unit_type_problem(x, types.get(m, ""))
                 if problem is not None:
+                    found, needed = problem
                     raise DataError(
-                        f"{type(self).__name__}: {self.describe_modality(m)} in the {name} split {problem}, "
-                        f"but it is declared {types.get(m)}; fix: {self.unit_fix(m, types.get(m, ''))}"
+                        f"{type(self).__name__}: {self.describe_modality(m)} in the {name} split {found}, "
+                        f"but its {types.get(m)} units model {needed}; fix: {self.unit_fix(m, types.get(m, ''))}"
                     )
         train = splits.get("train")
         for m, x in train.modalities.items() if train is not None else ():

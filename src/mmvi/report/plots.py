@@ -247,7 +247,7 @@ def curve_plot(
     ``trainer.max_epochs`` is marked ×). ``running``: (label, objective, run) drawn one by one,
     dotted, ending in ▸.
     """
-    fig = Figure(figsize=(5.6, 3.5))
+    fig = Figure(figsize=(4.6, 3.1))
     ax = fig.add_subplot()
     styles: dict[str, int] = {}
     drawn = early = False
@@ -321,8 +321,7 @@ def curve_plot(
     ax.set_xlabel("pipeline epoch" if stage else "epoch")
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.set_ylabel(measure_label(rest), fontsize=8)
-    title = f"{stage}: {rest}" if stage else measure
-    ax.set_title(f"{title} (mean ± std over seeds)", fontsize=9)
+    ax.set_title(f"{stage}: {rest}" if stage else measure, fontsize=9)
     ax.grid(alpha=0.3)
     ax.legend(handles, names, fontsize=7)
     path = Path(CURVE_DIR) / f"curve_{slug(measure)}.png"

@@ -32,7 +32,7 @@ figure img { max-width: 560px; display: block; }
 figcaption { font-size: 0.8em; color: #555; }
 .note { font-size: 0.85em; color: #555; }
 .live { background: #fff6d6; border: 1px solid #e6c65c; padding: 4px 10px; display: inline-block; }
-figure.curve img { max-width: 400px; }
+figure.curve img { width: 380px; height: auto; }
 """
 
 

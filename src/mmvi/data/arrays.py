@@ -103,10 +103,11 @@ def _numeric_frame(frame, source: ArraySource, header: str = "auto") -> np.ndarr
         numbers, bad = numbers.iloc[1:], bad[1:]
     if bad.any():
         row, col = (int(i[0]) for i in np.nonzero(bad))
-        value = frame.to_numpy()[row + (frame.shape[0] - bad.shape[0]), col]
+        values = frame.to_numpy()
+        value = values[row + (frame.shape[0] - bad.shape[0]), col]
+        name = repr(str(values[0, col])) if drop else str(col)
         raise DataError(
-            f"{source}: column {frame.columns[col]!r} holds {value!r} in row {row}, not a number "
-            "(every column must be numeric)"
+            f"{source}: column {name} holds {value!r} in row {row}, not a number (every column must be numeric)"
         )
     return numbers.to_numpy(dtype=np.float64)
 

@@ -44,6 +44,8 @@ def test_full_mnist_splits_and_halves(mnist, shared_data):
     )
     for x in mnist.splits["train"].modalities.values():
         assert 0.0 <= float(x.min()) and float(x.max()) <= 1.0
+    # the unit check ran in setup: grey levels / 255 fit Bernoulli units
+    assert mnist.unit_types() == {"left": "bernoulli", "right": "bernoulli"}
 
 
 def test_halves_round_trip():
@@ -63,6 +65,7 @@ def test_mnist5k_split_is_the_documented_one():
     perm = np.random.RandomState(0).permutation(5000)
     expected = torch.from_numpy(x[perm[4000]].reshape(28, 28)[:, 14:].reshape(-1) / 255.0).float()
     torch.testing.assert_close(dm.splits["test"].modalities["right"][0], expected)
+    assert dm.unit_types() == {"left": "bernoulli", "right": "bernoulli"}  # checked in setup
 
 
 def _copy(shared_data, tmp_path):
@@ -97,6 +100,18 @@ def test_wrong_content_fails_the_checksum(shared_data, tmp_path):
     f.write_bytes(gzip.compress(bytes(raw)))
     with pytest.raises(DataError, match="checksum mismatch for .*t10k-labels"):
         MNISTHalves(data_dir=str(d)).setup()
+
+
+def test_quadrants_of_full_mnist(mnist):
+    """The 4-quadrant cut used for the four-modality comparison: the same pixels, cut otherwise."""
+    from mmvi.data.mnist import MNISTHalves
+
+    dm = MNISTHalves(data_dir=str(mnist.data_dir), cut="grid", grid=[2, 2])
+    halves = mnist.splits["test"].modalities
+    test = dm.make_cut(28, 28).split(mnist.example_images(halves))
+    assert {m: x.shape[1] for m, x in test.items()} == {"r0c0": 196, "r0c1": 196, "r1c0": 196, "r1c1": 196}
+    torch.testing.assert_close(dm.example_images(test), mnist.example_images(halves))
+    assert torch.equal(test["r1c1"].reshape(-1, 14, 14), halves["right"].reshape(-1, 28, 14)[:, 14:])
 
 
 def test_declared_modalities_must_match_the_data():

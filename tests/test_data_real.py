@@ -221,6 +221,8 @@ def test_mirflickr_offline_shapes_labels_text(flickr, shared_data):
             assert words == set(tags[f"mirflickr/im{i}.jpg"].split(","))
         assert torch.isfinite(split.modalities["image"]).all()
     assert_standardised(flickr.splits["train"].modalities["image"])
+    # the unit check ran in setup with the data's own unit types (those of conf/data/mirflickr.yaml)
+    assert flickr.unit_types() == {"image": "gaussian", "text": "bernoulli"}
 
 
 def test_mirflickr_offline_logs_usage_and_fold_changes_split(shared_data, flickr, flickr_cache, caplog):

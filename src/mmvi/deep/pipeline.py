@@ -22,6 +22,7 @@ written. Re-running the same command with the same run folder skips finished sta
 
 from __future__ import annotations
 
+import json
 import logging
 import warnings
 from functools import partial
@@ -36,6 +37,8 @@ from mmvi.config_check import ConfigError, validate_config
 from mmvi.data.base import MultimodalDataModule, Split
 from mmvi.deep.finetune import FinetuneLitModule
 from mmvi.deep.stages import (
+    DONE_FILE,
+    LogOffsets,
     SplitsDataModule,
     StageRunner,
     StreamDataModule,
@@ -47,8 +50,16 @@ from mmvi.deep.stages import (
 )
 from mmvi.lit.module import MultimodalLitModule
 from mmvi.models.deep import MDRNN
-from mmvi.train import complete_modalities, print_summary, run_metadata, run_task
-from mmvi.utils import RunRecord, write_json_atomic
+from mmvi.train import (
+    complete_modalities,
+    finish_wandb,
+    instantiate_dict,
+    log_to_loggers,
+    print_summary,
+    run_metadata,
+    run_task,
+)
+from mmvi.utils import RunRecord, finite_metrics, write_json_atomic
 
 log = logging.getLogger(__name__)
 
@@ -114,7 +125,14 @@ def pathway_settings(stages: dict, m: str, layer: int) -> dict:
 
 
 # ------------------------------------------------------------------------------ the stages
-def train_stages(cfg: dict, dm: MultimodalDataModule, model: MDRNN, root: Path) -> list[str]:
+def train_stages(
+    cfg: dict,
+    dm: MultimodalDataModule,
+    model: MDRNN,
+    root: Path,
+    loggers: list | None = None,
+    offsets: LogOffsets | None = None,
+) -> list[str]:
     """Run (or skip, when done) every stage in order; return the names of the stages run or loaded.
 
     ``cfg`` is the resolved config; training stops after ``cfg["stop_after"]`` if set.
@@ -123,6 +141,7 @@ def train_stages(cfg: dict, dm: MultimodalDataModule, model: MDRNN, root: Path) 
     chunk = int(stages.get("chunk", 2000))
     stop_after = cfg.get("stop_after")
     runner = StageRunner(root, cfg["trainer"], progress_bar=bool(stages.get("progress_bar", False)))
+    runner.loggers, runner.offsets = list(loggers or []), offsets or runner.offsets
     runner.chain.append(digest({k: v for k, v in cfg["data"].items() if k not in LOADER_KEYS}))
     unlabelled = bool(stages.get("unlabelled", False))
     data = partial(stage_data, dm, chunk=chunk, unlabelled=unlabelled, seed=seed)
@@ -225,6 +244,14 @@ def check_sizes(model: MDRNN, dm: MultimodalDataModule) -> None:
         )
 
 
+def stage_measures(folder: Path) -> dict[str, float]:
+    """A finished stage's final training measures (its ``done.json``), for ``results.json``."""
+    try:
+        return json.loads((folder / DONE_FILE).read_text()).get("metrics") or {}
+    except (OSError, ValueError):
+        return {}
+
+
 def native_inference_steps(cfg: dict) -> int:
     """The deep model's own inference: the last fine-tuning phase's T, else the top objective's."""
     phases = [s for s in (cfg["stages"].get("finetune") or {}).values() if s]
@@ -253,18 +280,32 @@ def run(cfg: DictConfig) -> dict[str, float]:
         model: MDRNN = instantiate(cfg.model, _convert_="all")
         check_sizes(model, dm)
         root = out_dir / "stages"
-        ran = train_stages(meta["config"], dm, model, root)
+        loggers, offsets = instantiate_dict(cfg.get("logger")), LogOffsets()
+        for lg in loggers:  # one wandb run for the whole pipeline; stages log into it by prefix
+            lg.log_hyperparams({**meta["config"], "choices": meta.get("choices", {})})
+        ran = train_stages(meta["config"], dm, model, root, loggers, offsets)
         stages = {name: str(root / name) for name in ran}
         if cfg.get("stop_after"):
             record.update("running", stages=stages, stopped_after=cfg.stop_after)
             log.info("stopped after stage %s; re-run without stop_after to continue", cfg.stop_after)
+            finish_wandb()
             return {}
         evaluate = instantiate(cfg.evaluation, _convert_="all")
         metrics, artefacts = evaluate(
             model=model, dm=dm, out_dir=out_dir, native_steps=native_inference_steps(meta["config"])
         )
-        good = record.complete(metrics, artefacts=artefacts, stages=stages)
-    print_summary(out_dir, good, None)
+        good, _ = finite_metrics(metrics)
+        wandb_dir = log_to_loggers(loggers, good, artefacts, offsets.last_step + 1)
+        per_stage = {name: stage_measures(root / name) for name in ran}
+        good = record.complete(
+            metrics,
+            artefacts=artefacts,
+            stages=stages,
+            stage_metrics=per_stage,
+            wandb_dir=wandb_dir,
+        )
+    finish_wandb()  # wandb prints its own run summary; ours comes last
+    print_summary(out_dir, good, wandb_dir)
     return good
 
 
@@ -274,7 +315,10 @@ def main(cfg: DictConfig) -> float | None:
     warnings.filterwarnings("ignore", message=".*log_every_n_steps.*")
     for name in ("lightning.pytorch.utilities.rank_zero", "lightning.pytorch.accelerators.cuda"):
         logging.getLogger(name).setLevel(logging.WARNING)
-    return run_task(run, cfg)
+    try:
+        return run_task(run, cfg)
+    finally:
+        finish_wandb()  # a failed run's wandb run is closed before the next job of a multirun
 
 
 if __name__ == "__main__":

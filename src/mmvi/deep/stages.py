@@ -6,7 +6,11 @@ Each stage lives in ``<run dir>/stages/<name>/``:
 * ``model.pt``              — the trained module's weights (written when the fit ends);
 * ``done.json``             — written atomically last: the stage's ``spec`` (its resolved config
   and its upstream digest), the final training metrics and the time taken;
-* ``csv/metrics.csv``       — the stage's training curve.
+* ``csv/version_<n>/metrics.csv`` — the stage's training curve (one version per (re)start).
+
+The run's own loggers (wandb, CSV: the ``logger`` group) see every stage through a
+:class:`StageLogger`: metric names prefixed by the stage (:func:`stage_prefix`), epochs and
+steps continued from the stages before, so one wandb run holds the whole pipeline.
 
 A stage whose ``done.json`` exists is skipped and its weights are loaded, provided its spec is the
 one requested; a different spec is an error (a later stage must never be built on an earlier stage
@@ -28,7 +32,8 @@ import lightning.pytorch as pl
 import torch
 from hydra.utils import instantiate
 from lightning.pytorch.callbacks import ModelCheckpoint
-from lightning.pytorch.loggers import CSVLogger
+from lightning.pytorch.loggers import CSVLogger, Logger
+from lightning.pytorch.utilities import rank_zero_only
 from torch import Tensor, nn
 from torch.utils.data import DataLoader, IterableDataset
 
@@ -138,6 +143,72 @@ class StreamDataModule(SplitsDataModule):
         return DataLoader(self.stream, batch_size=None)
 
 
+# --------------------------------------------------------------------------- run loggers
+def stage_prefix(name: str) -> str:
+    """Metric prefix of a stage: ``pathway_image_1`` → ``pathway/image_1``, ``finetune_recurrent`` →
+    ``finetune/recurrent``; any other stage (``top``, ``joint``) by its name."""
+    for kind in ("pathway", "finetune"):
+        if name.startswith(kind + "_"):
+            return f"{kind}/{name[len(kind) + 1 :]}"
+    return name
+
+
+@dataclass
+class LogOffsets:
+    """Where the current stage starts in the run's log: pipeline epochs and steps before it."""
+
+    epoch: int = 0
+    step: int = 0
+    last_step: int = -1  # the last step logged so far (pipeline count)
+
+
+class StageLogger(Logger):
+    """One of the run's loggers as one stage's Trainer sees it.
+
+    Metric names get the stage's prefix (``top/train/loss``); ``epoch`` and the step are shifted
+    by ``offsets`` (the stages before), so the run's log holds the stages one after the other.
+    The pipeline logs the run's config once, so the stage's hyperparameters are not logged, and
+    a stage never finalises the logger (the later stages and the evaluation log to it).
+    """
+
+    def __init__(self, logger: Logger, prefix: str, offsets: LogOffsets) -> None:
+        super().__init__()
+        self.logger, self.prefix, self.offsets = logger, prefix, offsets
+
+    @property
+    def name(self) -> str | None:
+        return self.logger.name
+
+    @property
+    def version(self) -> int | str | None:
+        return self.logger.version
+
+    @property
+    def save_dir(self) -> str | None:
+        return self.logger.save_dir
+
+    @rank_zero_only
+    def log_metrics(self, metrics: Mapping[str, float], step: int | None = None) -> None:
+        out = {f"{self.prefix}/{k}": v for k, v in metrics.items() if k != "epoch"}
+        if "epoch" in metrics:
+            out["epoch"] = int(metrics["epoch"]) + self.offsets.epoch
+        if step is not None:
+            step = int(step) + self.offsets.step
+            self.offsets.last_step = max(self.offsets.last_step, step)
+        self.logger.log_metrics(out, step=step)
+
+    def log_hyperparams(self, params: Any, *args: Any, **kwargs: Any) -> None:
+        """The stage's module hyperparameters are not the run's config: not logged."""
+
+    @rank_zero_only
+    def save(self) -> None:
+        self.logger.save()
+
+    @rank_zero_only
+    def finalize(self, status: str) -> None:
+        self.logger.save()
+
+
 # --------------------------------------------------------------------------- runner
 @dataclass
 class StageRunner:
@@ -147,6 +218,8 @@ class StageRunner:
         root: ``<run dir>/stages``.
         trainer: resolved ``_target_`` config of the Lightning Trainer (``max_epochs`` is per stage).
         progress_bar: show Lightning's progress bar.
+        loggers: the run's loggers (``logger`` group); each stage logs to them through a
+            :class:`StageLogger`.
     """
 
     root: Path
@@ -154,6 +227,8 @@ class StageRunner:
     progress_bar: bool = False
     chain: list[str] = field(default_factory=list)
     records: dict[str, dict] = field(default_factory=dict)
+    loggers: list[Logger] = field(default_factory=list)
+    offsets: LogOffsets = field(default_factory=LogOffsets)
 
     def stage_dir(self, name: str) -> Path:
         return self.root / name
@@ -200,6 +275,8 @@ class StageRunner:
             module.load_state_dict(torch.load(folder / WEIGHTS_FILE, map_location="cpu"))
         self.chain.append(record["digest"])
         self.records[name] = record
+        self.offsets.epoch += int(record.get("epochs", 0))
+        self.offsets.step = self.offsets.last_step + 1
         return record
 
     def _fit(
@@ -261,7 +338,10 @@ class StageRunner:
             dict(self.trainer),
             max_epochs=int(epochs),
             default_root_dir=str(folder),
-            logger=CSVLogger(str(folder), name="csv"),  # csv/version_<n>: one per (re)start
+            logger=[
+                CSVLogger(str(folder), name="csv"),  # csv/version_<n>: one per (re)start
+                *(StageLogger(lg, stage_prefix(name), self.offsets) for lg in self.loggers),
+            ],
             callbacks=[checkpoint],
             enable_progress_bar=self.progress_bar,
             enable_model_summary=False,

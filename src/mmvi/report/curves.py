@@ -29,7 +29,9 @@ DONE_FILE = "done.json"
 INDEX_COLUMNS = ("epoch", "step")
 # history keys of wandb that are bookkeeping, not per-epoch measures
 HISTORY_SKIP = ("_", "trainer/", "figures/")
-STAGE_ORDER = ("pathway", "top", "finetune")
+STAGE_ORDER = ("pathway", "top", "joint", "finetune")
+# the first segment of a per-epoch measure name after its stage prefix
+PHASES = ("train", "val")
 # order of measures within a stage: validation conditional CEs, the rest of validation, the
 # training loss, its parts, then the optimiser's schedule and the step counters
 MEASURE_ORDER = (
@@ -139,11 +141,10 @@ def read_logs(paths: list[Path]) -> pd.DataFrame:
 
 
 def stage_prefix(name: str) -> str:
-    """``pathway_image_1`` → ``pathway/image_1``; ``finetune_recurrent`` → ``finetune/recurrent``."""
-    for kind in STAGE_ORDER:
-        if name.startswith(kind + "_"):
-            return f"{kind}/{name[len(kind) + 1 :]}"
-    return name
+    """The metric prefix of a deep-pipeline stage folder (:func:`mmvi.deep.stages.stage_prefix`)."""
+    from mmvi.deep.stages import stage_prefix as prefix  # imported when a deep run is read
+
+    return prefix(name)
 
 
 def stage_rank(name: str) -> int:
@@ -212,14 +213,13 @@ def from_history(history: pd.DataFrame) -> Curves | None:
 
 # ------------------------------------------------------------------------ across runs
 def split_stage(measure: str) -> tuple[str, str]:
-    """``top/val/cond_ce/sum`` → (``top``, ``val/cond_ce/sum``); ``train/loss`` → (``""``, ``train/loss``)."""
-    head, _, rest = measure.partition("/")
-    if head in ("pathway", "finetune") and rest.count("/") >= 1:
-        sub, _, tail = rest.partition("/")
-        return f"{head}/{sub}", tail
-    if head == "top" and rest:
-        return head, rest
-    return "", measure
+    """``top/val/cond_ce/sum`` → (``top``, ``val/cond_ce/sum``); ``train/loss`` → (``""``, ``train/loss``).
+
+    The stage prefix is what precedes the first ``train``/``val`` segment.
+    """
+    parts = measure.split("/")
+    cut = next((i for i, p in enumerate(parts) if p in PHASES), 0)
+    return "/".join(parts[:cut]), "/".join(parts[cut:])
 
 
 def measure_rank(name: str) -> int:

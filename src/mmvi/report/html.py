@@ -9,6 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field, replace
 from html import escape
 
+from mmvi.report.curves import split_stage
 from mmvi.report.plots import Plot
 from mmvi.report.tables import TextTable
 
@@ -90,6 +91,20 @@ def figure(plot: Plot) -> str:
     )
 
 
+def curve_sections(plots: list[Plot]) -> str:
+    """Curve panels, under one sub-heading per deep-pipeline stage when there are stages."""
+    groups: dict[str, list[Plot]] = {}
+    for plot in plots:
+        groups.setdefault(split_stage(plot.measure)[0], []).append(plot)
+    if list(groups) in ([], [""]):
+        return f'<div class="plots">{"".join(map(figure, plots))}</div>' if plots else ""
+    return "".join(
+        f"<h3>{escape(f'Stage {stage}' if stage else 'Training runs')}</h3>\n"
+        f'<div class="plots">{"".join(map(figure, group))}</div>\n'
+        for stage, group in groups.items()
+    )
+
+
 def render(page: Page) -> str:
     """The whole HTML document."""
     meta = "".join(f"<div>{escape(m)}</div>" for m in page.meta)
@@ -99,7 +114,7 @@ def render(page: Page) -> str:
     )
     bars = "".join(figure(p) for p in page.plots if p.kind == "bar")
     lines = "".join(figure(p) for p in page.plots if p.kind == "line")
-    curves = "".join(figure(p) for p in page.plots if p.kind == "curve")
+    curves = curve_sections([p for p in page.plots if p.kind == "curve"])
     line_section = f'<h3>Along swept axes</h3>\n<div class="plots">{lines}</div>\n' if lines else ""
     refresh = f'<meta http-equiv="refresh" content="{int(page.refresh)}">\n' if page.refresh else ""
     live = (
@@ -142,7 +157,7 @@ never enter the averages.</p>
 <p class="note">Per-epoch measures: one line per configuration, the mean over seeds with a ± std band; × marks a
 run that stopped before the others; runs still training are dotted, one line each. Deep-pipeline runs put their
 stages one after the other on the pipeline-epoch axis (pathway layers, top layer, fine-tuning).</p>
-<div class="plots">{curves or '<p class="note">no per-epoch logs</p>'}</div>
+{curves or '<p class="note">no per-epoch logs</p>'}
 <h2>Plots</h2>
 <h3>By configuration</h3>
 <div class="plots">{bars or '<p class="note">none</p>'}</div>

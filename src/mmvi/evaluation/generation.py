@@ -65,8 +65,7 @@ def generation_grid(
         rows.append((label, dm.example_images(completed)))
     n = true.shape[0]
     fig, axes = plt.subplots(len(rows), n, figsize=(1.1 * n + 0.6, 1.2 * len(rows)), squeeze=False)
-    cmap = plt.get_cmap("gray").copy()
-    cmap.set_bad("white")
+    cmap = plt.get_cmap("gray").with_extremes(bad="white")  # pieces not drawn
     for r, (name, imgs) in enumerate(rows):
         for i in range(n):
             ax = axes[r][i]

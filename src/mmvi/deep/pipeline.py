@@ -17,7 +17,11 @@ Stages, each a Lightning fit with its own folder ``<run dir>/stages/<stage>/`` (
 Then the evaluation protocol (``evaluation`` group) runs on the deep model and ``results.json`` is
 written. Re-running the same command with the same run folder skips finished stages (their
 ``done.json``), resumes an interrupted stage from its ``last.ckpt`` and continues;
-``stop_after=<stage>`` ends the command after that stage.
+``stop_after=<stage>`` ends the command after that stage (with ``evaluate_stopped=true`` the model
+is evaluated as it stands then, e.g. the MDRNN's top layer before fine-tuning, and the run is
+recorded as completed with ``stopped_after``). ``model=mdbm`` replaces (b)–(c) by the multimodal
+DBM's stages (:mod:`.dbm`): the joint RBM pre-trained like a pathway layer, then the whole DBM
+trained by maximum likelihood (stage ``joint``).
 """
 
 from __future__ import annotations
@@ -35,6 +39,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from mmvi.config_check import ConfigError, validate_config
 from mmvi.data.base import MultimodalDataModule, Split
+from mmvi.deep.dbm import JOINT_STAGE, check_joint_settings, top_training, train_joint
 from mmvi.deep.finetune import FinetuneLitModule
 from mmvi.deep.stages import (
     DONE_FILE,
@@ -49,6 +54,7 @@ from mmvi.deep.stages import (
     map_split,
 )
 from mmvi.lit.module import MultimodalLitModule
+from mmvi.models.dbm import MultimodalDBM
 from mmvi.models.deep import MDRNN
 from mmvi.train import (
     complete_modalities,
@@ -59,7 +65,7 @@ from mmvi.train import (
     run_metadata,
     run_task,
 )
-from mmvi.utils import RunRecord, finite_metrics, write_json_atomic
+from mmvi.utils import RESULTS_FILE, RunRecord, finite_metrics, read_results, write_json_atomic
 
 log = logging.getLogger(__name__)
 
@@ -182,7 +188,10 @@ def train_stages(
                 return done
 
     top = stages["top"]
-    spec = {"model": model.top_config, "objective": cfg["objective"], "optim": cfg["optim"]}
+    # model=mdbm: the joint RBM is pre-trained like a pathway layer (mmvi.deep.dbm)
+    dbm = isinstance(model, MultimodalDBM)
+    top_objective, top_optim = top_training(stages) if dbm else (cfg["objective"], cfg["optim"])
+    spec = {"model": model.top_config, "objective": top_objective, "optim": top_optim}
     spec.update(epochs=top["epochs"], batch_size=top["batch_size"], unlabelled=unlabelled, seed=seed)
     spec.update(nonfinite=cfg.get("nonfinite"))
     runner.run(
@@ -192,8 +201,8 @@ def train_stages(
         make_lit=partial(
             MultimodalLitModule,
             model.top_config,
-            cfg["objective"],
-            cfg["optim"],
+            top_objective,
+            top_optim,
             cfg.get("nonfinite"),
             seed=seed,
         ),
@@ -204,6 +213,10 @@ def train_stages(
         on_fresh_start=init_biases,
     )
     if finished("top"):
+        return done
+    if dbm:  # the whole DBM by maximum likelihood instead of recurrent fine-tuning
+        train_joint(runner, cfg, model, data)
+        finished(JOINT_STAGE)
         return done
 
     for phase, s in (stages.get("finetune") or {}).items():
@@ -244,6 +257,31 @@ def check_sizes(model: MDRNN, dm: MultimodalDataModule) -> None:
         )
 
 
+def check_stop_after(cfg: dict, model: MDRNN | MultimodalDBM) -> None:
+    """``stop_after`` must name a stage of this model (one line before any stage trains)."""
+    stop = cfg.get("stop_after")
+    names = list(model.stage_modules())
+    if isinstance(model, MultimodalDBM):
+        names.append(JOINT_STAGE)
+    else:
+        names += [f"finetune_{name}" for name, s in (cfg["stages"].get("finetune") or {}).items() if s]
+    if stop is not None and stop not in names:
+        raise ConfigError(f"stop_after={stop!r} is not a stage of this model; allowed: {', '.join(names)}")
+
+
+def check_completed_record(out_dir: Path, cfg: DictConfig) -> None:
+    """A completed ``results.json`` is never relabelled: a folder evaluated after ``stop_after=<stage>``
+    (``evaluate_stopped``) only takes that command again, a fully evaluated one only full runs."""
+    path = out_dir / RESULTS_FILE
+    if not path.is_file() or read_results(path).get("status") != "completed":
+        return
+    before = read_results(path).get("stopped_after")
+    stop = cfg.get("stop_after")
+    if (stop and not cfg.get("evaluate_stopped", False)) or (stop or None) != before:
+        held = f"an evaluation after stage {before}" if before else "a completed evaluation of the model"
+        raise ConfigError(f"{out_dir} holds {held}; run this command in another folder (hydra.run.dir=...)")
+
+
 def stage_measures(folder: Path) -> dict[str, float]:
     """A finished stage's final training measures (its ``done.json``), for ``results.json``."""
     try:
@@ -253,10 +291,17 @@ def stage_measures(folder: Path) -> dict[str, float]:
 
 
 def native_inference_steps(cfg: dict) -> int:
-    """The deep model's own inference: the last fine-tuning phase's T, else the top objective's."""
-    phases = [s for s in (cfg["stages"].get("finetune") or {}).values() if s]
-    if phases:
-        return int(phases[-1]["objective"].get("steps", 5))
+    """The deep model's own inference: the DBM's mean-field steps (model=mdbm); else the T of the
+    last fine-tuning phase run (up to ``stop_after``), else the top objective's."""
+    if str(cfg["model"].get("_target_", "")).endswith("MultimodalDBM"):
+        return int(cfg["model"]["mf_steps"])
+    names = [name for name, s in (cfg["stages"].get("finetune") or {}).items() if s]
+    stop = cfg.get("stop_after")
+    if stop:  # evaluated after stop_after: only the phases run so far count
+        ran = [f"finetune_{name}" for name in names]
+        names = names[: ran.index(stop) + 1] if stop in ran else []
+    if names:
+        return int(cfg["stages"]["finetune"][names[-1]]["objective"].get("steps", 5))
     return instantiate(cfg["objective"], _convert_="all").native_inference_steps
 
 
@@ -266,6 +311,7 @@ def run(cfg: DictConfig) -> dict[str, float]:
     A run folder whose stages are all done is evaluated again (nothing is retrained).
     """
     out_dir = Path(cfg.paths.output_dir)
+    check_completed_record(out_dir, cfg)
     meta = run_metadata(cfg)
     out_dir.mkdir(parents=True, exist_ok=True)
     write_json_atomic(out_dir / "config_resolved.json", meta)
@@ -279,14 +325,18 @@ def run(cfg: DictConfig) -> dict[str, float]:
         meta["config"]["model"] = OmegaConf.to_container(cfg.model, resolve=True)
         model: MDRNN = instantiate(cfg.model, _convert_="all")
         check_sizes(model, dm)
+        check_stop_after(meta["config"], model)
+        if isinstance(model, MultimodalDBM):
+            check_joint_settings(meta["config"], model)
         root = out_dir / "stages"
         loggers, offsets = instantiate_dict(cfg.get("logger")), LogOffsets()
         for lg in loggers:  # one wandb run for the whole pipeline; stages log into it by prefix
             lg.log_hyperparams({**meta["config"], "choices": meta.get("choices", {})})
         ran = train_stages(meta["config"], dm, model, root, loggers, offsets)
         stages = {name: str(root / name) for name in ran}
-        if cfg.get("stop_after"):
-            record.update("running", stages=stages, stopped_after=cfg.stop_after)
+        stopped = {"stopped_after": cfg.stop_after} if cfg.get("stop_after") else {}
+        if stopped and not cfg.get("evaluate_stopped", False):
+            record.update("running", stages=stages, **stopped)
             log.info("stopped after stage %s; re-run without stop_after to continue", cfg.stop_after)
             finish_wandb()
             return {}
@@ -303,6 +353,7 @@ def run(cfg: DictConfig) -> dict[str, float]:
             stages=stages,
             stage_metrics=per_stage,
             wandb_dir=wandb_dir,
+            **stopped,
         )
     finish_wandb()  # wandb prints its own run summary; ours comes last
     print_summary(out_dir, good, wandb_dir)

@@ -25,6 +25,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 
 import torch
+from hydra.utils import get_class
 from torch import Tensor, nn
 
 from mmvi.models.hidden_units import make_hidden_units
@@ -42,8 +43,13 @@ def visible_spec(size: int, hidden: str | Mapping) -> dict:
     return {"size": int(size), "units": str(options.pop("type", "bernoulli")), **options}
 
 
-class MDRNN(nn.Module):
-    """Modality pathways + joint layer, trained stage-wise and fine-tuned as a recurrent network.
+class PathwayStack(nn.Module):
+    """Modality pathways of RBM layers under one joint RBM: the structure shared by the deep models.
+
+    Holds each pathway layer as an RBM (``layers[m][l]``, built from ``layer_configs[m][l]``) and
+    the joint RBM (``top``, from ``top_config``); these are the modules the deep pipeline trains
+    greedily, stage by stage. :class:`MDRNN` and :class:`mmvi.models.dbm.MultimodalDBM` add their
+    own inference.
 
     Args:
         modalities: the data's ``{name: {"size", "units"}}``.
@@ -101,10 +107,14 @@ class MDRNN(nn.Module):
             "n_hidden": int(n_joint),
             "init_std": float(init_std),
         }
+        self.configure_layers()
         self.layers = nn.ModuleDict(
             {m: nn.ModuleList([build_rbm(cfg) for cfg in cfgs]) for m, cfgs in self.layer_configs.items()}
         )
         self.top = build_rbm(self.top_config)
+
+    def configure_layers(self) -> None:
+        """Adjust ``layer_configs`` and ``top_config`` before their RBMs are built (default: keep them)."""
 
     # ------------------------------------------------------------- interface
     @property
@@ -125,6 +135,28 @@ class MDRNN(nn.Module):
         for layer in list(self.layers[m])[:n_layers]:
             x = layer.hidden_probs({m: x})
         return x
+
+    # ------------------------------------------------------------- structure
+    def stage_modules(self) -> dict[str, MultimodalRBM]:
+        """``{stage name: RBM}`` in training order: pathway layers ``pathway_<m>_<l>``, then ``top``."""
+        out = {f"pathway_{m}_{i + 1}": layer for m in self.names for i, layer in enumerate(self.layers[m])}
+        out["top"] = self.top
+        return out
+
+    def extra_repr(self) -> str:
+        paths = "; ".join(
+            f"{m}:{self.sizes[m]}({self.units[m].name})"
+            + "".join(f"→{layer.n_hidden}({layer.hidden.name})" for layer in self.layers[m])
+            for m in self.names
+        )
+        return f"pathways=[{paths}], n_joint={self.top.n_hidden}"
+
+
+class MDRNN(PathwayStack):
+    """Modality pathways + joint layer, trained stage-wise and fine-tuned as a recurrent network.
+
+    Args: those of :class:`PathwayStack`.
+    """
 
     def down(self, m: str, h: Tensor) -> Tensor:
         """Input b_1 + W_1 y¹ of modality m's visible units given the joint means h."""
@@ -206,13 +238,6 @@ class MDRNN(nn.Module):
             return self.hidden_probs(given)
         return self.infer_missing(given, steps=steps, tol=tol)[1]
 
-    # ------------------------------------------------------------- structure
-    def stage_modules(self) -> dict[str, MultimodalRBM]:
-        """``{stage name: RBM}`` in training order: pathway layers ``pathway_<m>_<l>``, then ``top``."""
-        out = {f"pathway_{m}_{i + 1}": layer for m in self.names for i, layer in enumerate(self.layers[m])}
-        out["top"] = self.top
-        return out
-
     def top_parameters(self) -> list[nn.Parameter]:
         """Parameters of the top two layers: the joint RBM and each pathway's last layer."""
         params = list(self.top.parameters())
@@ -221,16 +246,8 @@ class MDRNN(nn.Module):
                 params += list(self.layers[m][-1].parameters())
         return params
 
-    def extra_repr(self) -> str:
-        paths = "; ".join(
-            f"{m}:{self.sizes[m]}({self.units[m].name})"
-            + "".join(f"→{layer.n_hidden}({layer.hidden.name})" for layer in self.layers[m])
-            for m in self.names
-        )
-        return f"pathways=[{paths}], n_joint={self.top.n_hidden}"
-
 
 def build_rbm(cfg: Mapping) -> MultimodalRBM:
-    """A :class:`MultimodalRBM` from its ``_target_`` config."""
+    """A :class:`MultimodalRBM` (or the subclass named by ``_target_``) from its config."""
     kwargs = {k: v for k, v in cfg.items() if k != "_target_"}
-    return MultimodalRBM(**kwargs)
+    return get_class(str(cfg.get("_target_", RBM_TARGET)))(**kwargs)

@@ -22,6 +22,7 @@ their own table and reloads itself.
 from __future__ import annotations
 
 import argparse
+import math
 import sys
 import time
 from dataclasses import dataclass
@@ -193,7 +194,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     if not args.folders and not args.wandb:
         parser.error("give at least one folder, or --wandb entity/project")
     if args.watch is not None:
-        if not (args.watch > 0 and args.stale > 0):
+        if not (0 < args.watch < math.inf and args.stale > 0):
             parser.error(
                 f"--watch and --stale take a number of seconds > 0, got {args.watch} and {args.stale}"
             )

@@ -74,10 +74,12 @@ def test_without_pathway_layers_the_loop_is_the_rbm_mean_field():
     rbm = MultimodalRBM(MODALITIES, 6).double()
     rbm.load_state_dict(model.top.state_dict())
     v = batch()
-    for k in (0, 3):
-        # the RBM's k steps follow its initial visible update, i.e. k + 1 updates of h
-        expected = rbm.infer_missing({"x": v["x"]}, steps=k, tol=None)[1]
-        torch.testing.assert_close(model.infer_missing({"x": v["x"]}, steps=k + 1, tol=None)[1], expected)
+    for k in (0, 1, 3):
+        # both run the reference's order: h0, then k updates (v_miss <- E[v|h]; h <- E[h|v])
+        expected = rbm.infer_missing({"x": v["x"]}, steps=k, tol=None)
+        got = model.infer_missing({"x": v["x"]}, steps=k, tol=None)
+        torch.testing.assert_close(got[1], expected[1])
+        torch.testing.assert_close(got[0]["y"], expected[0]["y"])
 
 
 def test_mean_field_converges_to_a_fixed_point_and_stops_at_tol():

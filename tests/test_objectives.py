@@ -50,49 +50,54 @@ def test_cd_percloss_returns_the_lowest_free_energy_state_seen():
     }
     obj = CDPercLoss(k=6)
     torch.manual_seed(3)
-    best = obj.lowest_energy_prediction(model, v, "y")
+    best, best_act = obj.lowest_energy_prediction(model, v, "y")
     # replay the same chain (same seed) and score every state with the model's free energy
     torch.manual_seed(3)
-    h = torch.bernoulli(model.hidden_probs({"x": v["x"]}, model.missing_scale(["x"])))
-    states = [s for s, _ in model.clamped_chain({"x": v["x"]}, "y", model.sample_visible("y", h), 6)]
+    h = model.hidden.sample(model.hidden_input({"x": v["x"]}, model.missing_scale(["x"])))
+    states = [s for s, _, _ in model.clamped_chain({"x": v["x"]}, "y", model.sample_visible("y", h), 6)]
     assert len(states) == 7  # the start state and k chain states
     energies = torch.stack([model.free_energy({"x": v["x"], "y": s}) for s in states])
     expected = torch.stack(states)[energies.argmin(0), torch.arange(16)]
     torch.testing.assert_close(best, expected)
+    # the kept state's hidden input comes with it (reused for the negative statistics)
+    torch.testing.assert_close(best_act, model.hidden_input({"x": v["x"], "y": best}))
     assert len({tuple(r) for s in states for r in s.tolist()}) > 16  # the chain moved
 
 
 def test_clamped_chain_energies_are_free_energies():
     model = tiny_model({"x": 4, "y": 3}, n_hidden=5, std=0.8, seed=10)
     v = _batch(model)
-    for x, f in model.clamped_chain({"x": v["x"]}, "y", v["y"], 3):
+    for x, f, act in model.clamped_chain({"x": v["x"]}, "y", v["y"], 3):
         torch.testing.assert_close(f, model.free_energy({"x": v["x"], "y": x}))
+        torch.testing.assert_close(act, model.hidden_input({"x": v["x"], "y": x}))
 
 
 def test_pcd_chains_persist_across_steps_and_live_in_the_state_dict():
     model = tiny_model({"x": 4, "y": 3}, n_hidden=5, std=0.5, seed=6)
     obj = ContrastiveDivergence(k=2, persistent=True, n_chains=10)
     obj.setup(model)
-    assert "chains_x" in obj.state_dict() and "chains_y" in obj.state_dict()
+    assert "chains_hidden" in obj.state_dict() and "chains_ready" in obj.state_dict()
     v = _batch(model)
     starts = []
-    original = model.gibbs_chain
+    original = model.sample_visible
 
-    def recording_chain(state, steps, clamp=()):
-        starts.append({m: x.clone() for m, x in state.items()})
-        return original(state, steps, clamp)
+    def recording(m, h, length=None):
+        starts.append(h.clone())
+        return original(m, h, length)
 
-    model.gibbs_chain = recording_chain
+    model.sample_visible = recording
     obj(model, v)
-    after_first = {m: x.clone() for m, x in obj.chains().items()}
+    after_first = obj.chains_hidden.clone()
+    starts.clear()
     obj(model, v)
-    torch.testing.assert_close(starts[1], after_first)
-    assert not all(torch.equal(starts[0][m], starts[1][m]) for m in model.names)
-    # CD restarts at the data
+    assert starts[0].shape == (10, 5)
+    torch.testing.assert_close(starts[0], after_first)  # the second update starts where the first ended
+    assert not torch.equal(obj.chains_hidden, after_first)
+    # CD restarts at a hidden sample of the data
     cd = ContrastiveDivergence(k=1, persistent=False)
     starts.clear()
     cd(model, v)
-    torch.testing.assert_close(starts[0], v)
+    assert starts[0].shape == (8, 5)
 
 
 def test_nll_gradient_estimates_the_likelihood_gradient():

@@ -168,7 +168,7 @@ def test_gibbs_and_clamped_chain_with_stepped_sigmoid_hiddens():
     v = {"x": torch.randn(8, 4, dtype=torch.float64), "y": torch.bernoulli(torch.full((8, 3), 0.5)).double()}
     out, h = model.gibbs_step(v, clamp=["x"])
     assert torch.equal(out["x"], v["x"]) and set(h.unique().tolist()) <= set(range(N + 1))
-    for y, f in model.clamped_chain({"x": v["x"]}, "y", v["y"], steps=2):
+    for y, f, _ in model.clamped_chain({"x": v["x"]}, "y", v["y"], steps=2):
         torch.testing.assert_close(f, model.free_energy({"x": v["x"], "y": y}))
 
 

@@ -155,6 +155,9 @@ def train(cfg: DictConfig) -> dict[str, float]:
                 lit.model.init_visible_bias_from_data(dm.modality_means())
             loggers = instantiate_dict(cfg.get("logger"))
             callbacks = instantiate_dict(cfg.get("callbacks"))
+            if not cfg.trainer.get("enable_progress_bar", True):
+                # the trainer flag alone turns the bar off: drop the callbacks group's progress bar
+                callbacks = [c for c in callbacks if not isinstance(c, pl.callbacks.ProgressBar)]
             trainer: pl.Trainer = instantiate(cfg.trainer, logger=loggers or False, callbacks=callbacks)
             for lg in loggers:
                 lg.log_hyperparams({**meta["config"], "choices": meta.get("choices", {})})

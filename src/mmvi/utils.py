@@ -6,9 +6,10 @@ import contextlib
 import json
 import math
 import os
+import sys
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -76,12 +77,36 @@ def finite_metrics(metrics: dict[str, float]) -> tuple[dict[str, float], list[st
     return good, [k for k in metrics if k not in good]
 
 
+# errors of a measure's computation (not of the user's input): the measure is recorded as missing
+COMPUTE_ERRORS = (ArithmeticError, ValueError, RuntimeError, IndexError)
+
+
+class Measures(dict):
+    """Metric name → value, and ``missing``: name (or family, e.g. ``classify``) → why it is missing.
+
+    :meth:`attempt` runs one family of measures; an error of the computation marks the family
+    missing with its reason instead of losing the others.
+    """
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.missing: dict[str, str] = {}
+
+    def attempt(self, family: str, compute: Callable[[], Mapping[str, float]]) -> None:
+        try:
+            self.update(compute())
+        except COMPUTE_ERRORS as exc:
+            self.missing[family] = f"{type(exc).__name__}: {exc}"
+
+
 class RunRecord:
     """The ``results.json`` of one run, as a context manager.
 
-    On entry it writes status ``running``; :meth:`complete` checks that every metric is finite
-    and writes ``completed``; an exception leaving the block writes ``failed`` with its reason
-    (and propagates). ``write=False`` (e.g. a non-zero DDP rank) writes nothing.
+    On entry it writes status ``running``; :meth:`complete` writes ``completed`` with the finite
+    metrics and, under ``missing_metrics``, each measure that could not be computed (a non-finite
+    value, or a family of :class:`Measures` whose computation failed) with its reason; an exception
+    leaving the block writes ``failed`` with its reason (and propagates). ``write=False`` (e.g. a
+    non-zero DDP rank) writes nothing.
     """
 
     def __init__(self, folder: str | Path, meta: dict[str, Any], write: bool = True, **fields: Any) -> None:
@@ -101,11 +126,18 @@ class RunRecord:
         return self
 
     def complete(self, metrics: dict[str, float], **fields: Any) -> dict[str, float]:
-        """Write ``completed`` with the metrics; non-finite metrics raise instead (never recorded)."""
+        """Write ``completed`` with the finite metrics; return them.
+
+        Non-finite values are never recorded as numbers: they and the families ``metrics.missing``
+        names go to ``missing_metrics`` with their reason, one line each on stderr.
+        """
         good, bad = finite_metrics(metrics)
-        if bad:
-            raise FloatingPointError(f"non-finite metrics {bad}; results not recorded as completed")
-        self.update("completed", metrics=good, duration_s=time.time() - self.started, **fields)
+        missing = dict(getattr(metrics, "missing", {}))
+        missing.update({k: f"non-finite value ({metrics[k]})" for k in bad})
+        for name, reason in missing.items():
+            print(f"warning: {name} could not be computed: {reason}", file=sys.stderr, flush=True)
+        extra = {"missing_metrics": missing} if missing else {}
+        self.update("completed", metrics=good, duration_s=time.time() - self.started, **extra, **fields)
         return good
 
     def __exit__(self, exc_type, exc, tb) -> bool:

@@ -43,7 +43,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from mmvi.models.mrbm import MultimodalRBM
-from mmvi.models.units import Units
+from mmvi.models.units import Units, bernoulli
 
 EXACT_LIMIT = 20
 CHUNK_ELEMENTS = 1 << 22  # elements of the largest temporary tensor of an enumeration chunk
@@ -300,17 +300,11 @@ def _base_log_partition(units: Units, bias: Tensor) -> Tensor:
     return torch.tensor(0.5 * bias.shape[-1] * math.log(2 * math.pi), dtype=torch.float64)
 
 
-def _bernoulli(p: Tensor, generator: torch.Generator) -> Tensor:
-    """1{u < p} with u ~ U[0, 1) from ``generator`` (several times faster than torch.bernoulli on CPU)."""
-    u = torch.rand(p.shape, generator=generator, dtype=p.dtype, device=p.device)
-    return (u < p).to(p.dtype)
-
-
 def _sample(units: Units, act: Tensor, generator: torch.Generator) -> Tensor:
     """A draw of v given its total input, from ``generator``."""
     mean = units.mean(act)
     if units.name == "bernoulli":
-        return _bernoulli(mean, generator)
+        return bernoulli(mean, generator)
     return mean + torch.randn(mean.shape, generator=generator, dtype=mean.dtype, device=mean.device)
 
 
@@ -360,7 +354,7 @@ def ais_log_weights(
         logw += dsp.sum(-1, dtype=torch.float64) - (b64[k] - b64[k - 1]) * de.double()
         if k == K:
             break
-        h = _bernoulli(torch.sigmoid(b64[k] * act), generator)
+        h = bernoulli(torch.sigmoid(b64[k] * act), generator)
         for m in view.names:
             vis_act = torch.addmm(b[m], h, W[m].T, beta=b64[k], alpha=b64[k]) + (1.0 - b64[k]) * ba[m]
             v[m] = _sample(units[m], vis_act, generator)

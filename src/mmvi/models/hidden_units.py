@@ -31,7 +31,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from mmvi.models.units import BernoulliUnits, Units
+from mmvi.models.units import BernoulliUnits, Units, bernoulli
 
 SAMPLE_MODES = ("exact", "noisy_relu")
 
@@ -74,18 +74,18 @@ class SteppedSigmoidUnits(Units):
         return (v.unsqueeze(-1) - self.offsets(v) + 0.5).clamp(0.0, 1.0)
 
     # ---------------------------------------------------------------- hidden role
-    def mean(self, x: Tensor) -> Tensor:
+    def mean(self, x: Tensor, length: Tensor | None = None) -> Tensor:
         return torch.sigmoid(self.copy_inputs(x)).sum(-1)
 
     def log_partition(self, x: Tensor) -> Tensor:
         return F.softplus(self.copy_inputs(x)).sum(-1)
 
-    def sample(self, x: Tensor) -> Tensor:
+    def sample(self, x: Tensor, length: Tensor | None = None) -> Tensor:
         if self.sample_mode == "noisy_relu":
             noise = torch.randn_like(x) * torch.sigmoid(x).sqrt()
             return (x + noise).clamp(0.0, float(self.n_steps))
         probs = torch.sigmoid(self.copy_inputs(x))
-        return torch.bernoulli(probs).sum(-1)
+        return bernoulli(probs).sum(-1)
 
     # --------------------------------------------------------------- visible role
     def energy(self, v: Tensor, bias: Tensor) -> Tensor:

@@ -108,14 +108,18 @@ class MultimodalRBM(nn.Module):
             total = total + term
         return total
 
-    def hidden_bias(self, v: Mapping[str, Tensor]) -> Tensor:
-        """c, scaled by the document length D when a replicated-softmax modality is in ``v``."""
+    def hidden_bias_scale(self, v: Mapping[str, Tensor]) -> Tensor | float:
+        """D (batch, 1) when a replicated-softmax modality is in ``v`` (Salakhutdinov & Hinton 2009), else 1."""
         bias_scale: Tensor | float = 1.0
         for m, x in v.items():
             hs = self.units[m].hidden_scale(x)
             if not isinstance(hs, float):
                 bias_scale = hs
-        return self.c * bias_scale
+        return bias_scale
+
+    def hidden_bias(self, v: Mapping[str, Tensor]) -> Tensor:
+        """c, scaled by the document length D when a replicated-softmax modality is in ``v``."""
+        return self.c * self.hidden_bias_scale(v)
 
     def hidden_input(self, v: Mapping[str, Tensor], scale: Mapping[str, float] | None = None) -> Tensor:
         """c·D + Σ_m s_m W_mᵀ v_m over the modalities present in ``v``.
@@ -133,32 +137,78 @@ class MultimodalRBM(nn.Module):
         """b_m + W_m h."""
         return F.linear(h, self.W[m], self.b[m])
 
-    def visible_mean(self, m: str, h: Tensor) -> Tensor:
-        return self.units[m].mean(self.visible_input(m, h))
+    def visible_mean(self, m: str, h: Tensor, length: Tensor | None = None) -> Tensor:
+        """E[v_m | h]; ``length``: document lengths D (batch,) of a replicated-softmax modality."""
+        return self.units[m].mean(self.visible_input(m, h), length)
 
-    def sample_visible(self, m: str, h: Tensor) -> Tensor:
-        return self.units[m].sample(self.visible_input(m, h))
+    def sample_visible(self, m: str, h: Tensor, length: Tensor | None = None) -> Tensor:
+        """A draw of v_m | h; a replicated-softmax modality draws ``length`` (batch,) words per row."""
+        return self.units[m].sample(self.visible_input(m, h), length)
+
+    def lengths(self, v: Mapping[str, Tensor]) -> dict[str, Tensor]:
+        """Document lengths D (batch,) of the replicated-softmax modalities in ``v``."""
+        out = {}
+        for m, x in v.items():
+            d = self.units[m].length(x)
+            if d is not None:
+                out[m] = d
+        return out
 
     # ---------------------------------------------------------------- energies
+    def visible_energy(self, v: Mapping[str, Tensor]) -> Tensor | float:
+        """Σ_m E_m(v_m) over the modalities in ``v``, per example (0.0 if ``v`` is empty)."""
+        return sum((self.units[m].energy(x, self.b[m]) for m, x in v.items()), 0.0)
+
+    def free_energy_from_input(self, v: Mapping[str, Tensor], act: Tensor) -> Tensor:
+        """F(v) per example given its hidden input ``act`` = :meth:`hidden_input` of all of ``v``."""
+        return self.visible_energy({m: v[m] for m in self.names}) - self.hidden.log_partition(act).sum(-1)
+
     def free_energy(self, v: Mapping[str, Tensor]) -> Tensor:
         """F(v) per example; v must hold every modality."""
-        e = sum(self.units[m].energy(v[m], self.b[m]) for m in self.names)
-        return e - self.hidden.log_partition(self.hidden_input({m: v[m] for m in self.names})).sum(-1)
+        full = {m: v[m] for m in self.names}
+        return self.free_energy_from_input(full, self.hidden_input(full))
+
+    def mean_free_energy_given_input(self, v: Mapping[str, Tensor], act: Tensor) -> Tensor:
+        """mean_n F(v_n) (a scalar) for samples ``v`` whose hidden input ``act`` is already known.
+
+        Value and gradient equal those of ``free_energy(v).mean()`` for constant ``v``, but the
+        weight gradient is formed by one product v_mᵀ E[h | v] / n instead of a forward and a
+        backward product through F: ∂F/∂W_m = −v_m E[h | v]ᵀ, ∂F/∂c = −D·E[h | v] (D: the
+        hidden-bias scale), ∂F/∂b_m = ∂E_m/∂b_m (by autograd). Used by the negative phases of
+        CD/PCD and of the conditional samplers, whose chains computed ``act`` in their last step.
+
+        Args:
+            v: ``{name: (n, n_m)}`` states of every modality (treated as constants).
+            act: (n, H) their hidden input c·D + Σ_m W_mᵀ v_m.
+        """
+        full = {m: v[m].detach() for m in self.names}
+        act = act.detach()
+        mu = self.hidden.mean(act)
+        n = act.shape[0]
+        value = self.visible_energy(full).mean() - self.hidden.log_partition(act).sum(-1).mean()
+        c_stat = (mu * self.hidden_bias_scale(full)).sum(0) / n
+        linear = sum((self.W[m] * ((full[m].T @ mu) / n)).sum() for m in self.names)
+        linear = linear + (self.c * c_stat).sum()
+        return value - (linear - linear.detach())
 
     def energy(self, v: Mapping[str, Tensor], h: Tensor) -> Tensor:
         """E(v, h) per example (for stepped-sigmoid hiddens, without the copies' offset term)."""
-        e = sum(self.units[m].energy(v[m], self.b[m]) for m in self.names)
-        return e - (self.hidden_input({m: v[m] for m in self.names}) * h).sum(-1)
+        full = {m: v[m] for m in self.names}
+        return self.visible_energy(full) - (self.hidden_input(full) * h).sum(-1)
 
     # ------------------------------------------------------------------ Gibbs
     def gibbs_step(self, v: Visibles, clamp: Iterable[str] = ()) -> tuple[Visibles, Tensor]:
         """One block-Gibbs sweep h ~ P(h|v), v_m ~ P(v_m|h) for unclamped m.
 
-        Returns the new visibles (clamped ones unchanged) and the hidden sample.
+        A replicated-softmax modality keeps each document's length. Returns the new visibles
+        (clamped ones unchanged) and the hidden sample.
         """
         clamp = set(clamp)
         h = self.hidden.sample(self.hidden_input(v))
-        out = {m: (v[m] if m in clamp else self.sample_visible(m, h)) for m in self.names}
+        out = {
+            m: (v[m] if m in clamp else self.sample_visible(m, h, self.units[m].length(v[m])))
+            for m in self.names
+        }
         return out, h
 
     def gibbs_chain(self, v: Visibles, steps: int, clamp: Iterable[str] = ()) -> Visibles:
@@ -168,22 +218,26 @@ class MultimodalRBM(nn.Module):
 
     def clamped_chain(
         self, given: Mapping[str, Tensor], target: str, start: Tensor, steps: int
-    ) -> Iterator[tuple[Tensor, Tensor]]:
+    ) -> Iterator[tuple[Tensor, Tensor, Tensor]]:
         """Gibbs chain over (h, v_target) with ``given`` clamped (all other modalities).
 
-        Yields ``(v_target, F(given, v_target))`` for the start state and after each of ``steps``
-        sweeps. The clamped modalities' hidden input and energy are computed once, and each
-        state's hidden input serves both its free energy and the next hidden sample.
+        Yields ``(v_target, F(given, v_target), act)`` for the start state and after each of
+        ``steps`` sweeps, ``act`` (batch, H) being the state's hidden input. The clamped
+        modalities' hidden input and energy are computed once, and each state's hidden input
+        serves its free energy, the next hidden sample and the caller's statistics. A
+        replicated-softmax target keeps the start state's document lengths (so the hidden-bias
+        scale D is constant along the chain).
         """
-        fixed = self.c + self.bottom_up(given)
-        const = sum(self.units[m].energy(x, self.b[m]) for m, x in given.items())
+        fixed = self.hidden_bias({**given, target: start}) + self.bottom_up(given)
+        const = self.visible_energy(given)
         units, W, b = self.units[target], self.W[target], self.b[target]
+        length = units.length(start)
         x = start
         for t in range(steps + 1):
             act = fixed + x @ W
-            yield x, const + units.energy(x, b) - self.hidden.log_partition(act).sum(-1)
+            yield x, const + units.energy(x, b) - self.hidden.log_partition(act).sum(-1), act
             if t < steps:
-                x = self.sample_visible(target, self.hidden.sample(act))
+                x = self.sample_visible(target, self.hidden.sample(act), length)
 
     # ------------------------------------------------------ missing modalities
     def missing_scale(
@@ -210,29 +264,32 @@ class MultimodalRBM(nn.Module):
         steps: int = 100,
         tol: float | None = 1e-5,
         scale_init: bool = True,
+        lengths: Mapping[str, Tensor] | None = None,
     ) -> tuple[Visibles, Tensor]:
-        """Mean-field inference of the modalities absent from ``given``.
+        """Mean-field inference of the modalities absent from ``given`` (PAPER.md §2, evaluation).
 
-        h₀ = σ(c + s·Σ_given W_mᵀ v_m) (s from :meth:`missing_scale` if ``scale_init``), then
-        repeat: v_miss ← E[v_miss | h]; h ← σ(c + Σ_m W_mᵀ v_m), for ``steps`` updates or until
-        the mean absolute change of the missing means is below ``tol``.
-        Returns the completed visibles (given ones unchanged) and the final hidden means.
+        h₀ = E[h | s·Σ_given W_mᵀ v_m] (s from :meth:`missing_scale` if ``scale_init``), then
+        ``steps`` updates v_miss ← E[v_miss | h]; h ← E[h | v] (stopping early once the mean
+        absolute change of h is below ``tol``), then v_miss ← E[v_miss | h]: the reference
+        code's order, so ``steps`` = T is the T-step inference an MP model is trained for.
+        ``lengths[m]`` (batch,) gives the document lengths of a missing replicated-softmax
+        modality (its mean is then D·softmax; without it, the word probabilities).
+        Returns the completed visibles (given ones unchanged) and the final hidden means (B, H).
         """
         self.check_visibles(given)
+        lengths = lengths or {}
         missing = [m for m in self.names if m not in given]
         scale = self.missing_scale(given) if (scale_init and missing) else None
         h = self.hidden_probs(given, scale)
-        v: Visibles = dict(given)
-        for m in missing:
-            v[m] = self.visible_mean(m, h)
         for _ in range(steps if missing else 0):
-            h = self.hidden_probs(v)
-            new = {m: self.visible_mean(m, h) for m in missing}
-            change = max(float((new[m] - v[m]).detach().abs().mean()) for m in missing)
-            v.update(new)
-            if tol is not None and change < tol:
+            means = {m: self.visible_mean(m, h, lengths.get(m)) for m in missing}
+            new = self.hidden_probs({**given, **means})
+            change = float((new - h).detach().abs().mean()) if tol is not None else None
+            h = new
+            if change is not None and change < tol:
                 break
-        h = self.hidden_probs(v)
+        v: Visibles = dict(given)
+        v.update({m: self.visible_mean(m, h, lengths.get(m)) for m in missing})
         return v, h
 
     def representation(

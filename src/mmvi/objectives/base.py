@@ -1,23 +1,39 @@
 """Objective interface: turn a model and a batch into one scalar loss (DESIGN.md §3).
 
 An objective's loss is a surrogate whose gradient is the estimator; samples are detached.
-A sparsity penalty (cross-entropy between a target q and the batch-mean hidden activation p̄,
-Σ_k −q log p̄_k − (1 − q) log(1 − p̄_k)) is added with its own weight.
+
+Two things every objective may add, as the reference code does (PAPER.md §2):
+
+* **dynamic binarisation** (``binarize_data``): the likelihood-based estimators train on a fresh
+  Bernoulli draw x ~ Bernoulli(v) of each mini-batch of Bernoulli modalities, drawn from the
+  global RNG (which the training module re-seeds every epoch, so a resumed run draws the same);
+* **sparsity** with weight λ and target q, in one of two forms:
+
+  - ``exact``: λ·Σ_k CE(q, p̄_k) with p̄ the batch mean of the hidden probabilities (clipped to
+    [1e-6, 1 − 1e-6]), differentiated through every parameter; an objective with several
+    predictions (MP: one per direction) adds one penalty per prediction;
+  - ``running_average``: q̄ ← 0.9·q̄ + 0.1·p̄ (a checkpointed buffer, starting at 0), and the
+    hidden biases alone get the gradient λ·(q̄ − q) (surrogate λ·Σ_k (q̄_k − q)·c_k).
 """
 
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 
 import torch
 from torch import Tensor, nn
 
 from mmvi.models.mrbm import MultimodalRBM
+from mmvi.models.units import bernoulli
 
 # mean-field steps the reference code uses at test time for models trained by a likelihood-based
 # estimator (PAPER.md §2, "Test-time mean-field steps")
 REFERENCE_TEST_MF_STEPS = 10
+SPARSITY_FORMS = ("exact", "running_average")
+RUNNING_AVERAGE_DAMPING = 0.9
+
+Hidden = Tensor | Sequence[Tensor] | None
 
 
 def sparsity_penalty(hidden_probs: Tensor, target: float) -> Tensor:
@@ -26,22 +42,41 @@ def sparsity_penalty(hidden_probs: Tensor, target: float) -> Tensor:
     return -(target * torch.log(p) + (1 - target) * torch.log1p(-p)).sum()
 
 
+def binarize(model: MultimodalRBM, v: Mapping[str, Tensor]) -> dict[str, Tensor]:
+    """A fresh draw x ~ Bernoulli(v) of every Bernoulli modality (others unchanged)."""
+    return {m: bernoulli(x) if model.units[m].name == "bernoulli" else x for m, x in v.items()}
+
+
 class Objective(nn.Module, ABC):
     """Base class. Subclasses implement :meth:`terms`.
 
     Args:
         sparsity_weight: weight λ of the sparsity penalty (0 disables it).
         sparsity_target: target mean activation q of the hidden units.
+        sparsity_form: ``exact`` or ``running_average`` (module docstring).
+        binarize_data: train on a fresh Bernoulli draw of each batch's Bernoulli modalities.
     """
 
-    def __init__(self, sparsity_weight: float = 0.0, sparsity_target: float = 0.1) -> None:
+    def __init__(
+        self,
+        sparsity_weight: float = 0.0,
+        sparsity_target: float = 0.1,
+        sparsity_form: str = "exact",
+        binarize_data: bool = False,
+    ) -> None:
         super().__init__()
         if sparsity_weight < 0:
             raise ValueError(f"objective.sparsity_weight must be >= 0, got {sparsity_weight}")
         if not 0.0 < sparsity_target < 1.0:
             raise ValueError(f"objective.sparsity_target must be in (0, 1), got {sparsity_target}")
+        if sparsity_form not in SPARSITY_FORMS:
+            raise ValueError(
+                f"objective.sparsity_form={sparsity_form!r}; allowed: {', '.join(SPARSITY_FORMS)}"
+            )
         self.sparsity_weight = float(sparsity_weight)
         self.sparsity_target = float(sparsity_target)
+        self.sparsity_form = sparsity_form
+        self.binarize_data = bool(binarize_data)
         self.epoch = 0
 
     @property
@@ -51,19 +86,49 @@ class Objective(nn.Module, ABC):
 
     def setup(self, model: MultimodalRBM) -> None:
         """Called once with the model (to create state such as persistent chains)."""
+        if self.sparsity_form == "running_average":
+            self.register_buffer("sparsity_running", torch.zeros(model.n_hidden, dtype=model.c.dtype))
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = int(epoch)
 
+    def prepare(self, model: MultimodalRBM, v: Mapping[str, Tensor]) -> dict[str, Tensor]:
+        """The batch this objective trains on: dynamically binarised if ``binarize_data``."""
+        return binarize(model, v) if self.binarize_data else dict(v)
+
     @abstractmethod
-    def terms(self, model: MultimodalRBM, v: Mapping[str, Tensor]) -> tuple[Tensor, Tensor | None, dict]:
-        """Return (loss, hidden probabilities for the sparsity penalty or None, logs)."""
+    def terms(self, model: MultimodalRBM, v: Mapping[str, Tensor]) -> tuple[Tensor, Hidden, dict]:
+        """Return (loss, hidden probabilities for the sparsity penalty — one tensor, a list of
+        tensors (one penalty each) or None —, logs) for a prepared batch ``v``."""
+
+    def sparsity(self, model: MultimodalRBM, hidden: Hidden) -> tuple[Tensor | float, Tensor | None]:
+        """(loss term, penalty value to log) of the configured sparsity form."""
+        if self.sparsity_weight <= 0 or hidden is None:
+            return 0.0, None
+        groups = [hidden] if isinstance(hidden, Tensor) else list(hidden)
+        if self.sparsity_form == "exact":
+            pen = sum(sparsity_penalty(h, self.sparsity_target) for h in groups)
+            return self.sparsity_weight * pen, pen.detach()
+        batch_mean = torch.cat([h.detach() for h in groups]).mean(0)
+        if self.training:
+            self.sparsity_running.mul_(RUNNING_AVERAGE_DAMPING).add_(
+                batch_mean.to(self.sparsity_running), alpha=1 - RUNNING_AVERAGE_DAMPING
+            )
+        gap = (self.sparsity_running - self.sparsity_target).to(model.c)
+        # logged: the same cross-entropy as the exact form, at the running average
+        return self.sparsity_weight * (gap * model.c).sum(), sparsity_penalty(
+            self.sparsity_running.unsqueeze(0), self.sparsity_target
+        )
+
+    def loss_terms(self, model: MultimodalRBM, v: Mapping[str, Tensor]) -> tuple[Tensor, dict]:
+        """Loss (with sparsity) and logs of a raw batch: prepare, terms, sparsity."""
+        loss, hidden, logs = self.terms(model, self.prepare(model, v))
+        term, pen = self.sparsity(model, hidden)
+        if pen is not None:
+            loss = loss + term
+            logs["sparsity"] = pen
+        return loss, logs
 
     def forward(self, model: MultimodalRBM, v: Mapping[str, Tensor]) -> tuple[Tensor, dict]:
-        loss, hidden, logs = self.terms(model, v)
-        logs = {k: (x.detach() if isinstance(x, Tensor) else x) for k, x in logs.items()}
-        if self.sparsity_weight > 0 and hidden is not None:
-            pen = sparsity_penalty(hidden, self.sparsity_target)
-            loss = loss + self.sparsity_weight * pen
-            logs["sparsity"] = pen.detach()
-        return loss, logs
+        loss, logs = self.loss_terms(model, v)
+        return loss, {k: (x.detach() if isinstance(x, Tensor) else x) for k, x in logs.items()}

@@ -10,6 +10,9 @@ Three estimators, each run for every direction (modality m predicted from the ot
 * :class:`MultiPrediction` (``minvi_mp``, PAPER.md §2): hide v_m except a random observed
   fraction, T mean-field updates, loss = −log p(true unobserved units | predicted means),
   back-propagated through the last K steps (K grows by one every ``grow_every`` epochs).
+
+The two sampling estimators form their negative statistics from the hidden input their chain
+computed for the kept state (:meth:`MultimodalRBM.mean_free_energy_given_input`).
 """
 
 from __future__ import annotations
@@ -20,7 +23,8 @@ import torch
 from torch import Tensor
 
 from mmvi.models.mrbm import MultimodalRBM
-from mmvi.objectives.base import Objective
+from mmvi.models.units import bernoulli
+from mmvi.objectives.base import Hidden, Objective
 
 
 def _directions(model: MultimodalRBM, only: list[str] | None) -> list[str]:
@@ -43,21 +47,19 @@ class ConditionalCD(Objective):
         self.k = int(k)
         self.directions = directions
 
-    def terms(self, model: MultimodalRBM, v: Mapping[str, Tensor]) -> tuple[Tensor, Tensor | None, dict]:
+    def terms(self, model: MultimodalRBM, v: Mapping[str, Tensor]) -> tuple[Tensor, Hidden, dict]:
         dirs = _directions(model, self.directions)
-        pos_f = model.free_energy(v)
+        full = {m: v[m] for m in model.names}
+        act = model.hidden_input(full)
+        pos_f = model.free_energy_from_input(full, act)
         neg_f = 0.0
         for m in dirs:
-            rest = {n: v[n] for n in model.names if n != m}
+            rest = {n: full[n] for n in model.names if n != m}
             with torch.no_grad():
-                *_, (last, _) = model.clamped_chain(rest, m, v[m], self.k)
-            neg_f = neg_f + model.free_energy({**rest, m: last}).mean() / len(dirs)
+                *_, (last, _, last_act) = model.clamped_chain(rest, m, full[m], self.k)
+            neg_f = neg_f + model.mean_free_energy_given_input({**rest, m: last}, last_act) / len(dirs)
         loss = pos_f.mean() - neg_f
-        return (
-            loss,
-            model.hidden_probs({m: v[m] for m in model.names}),
-            {"free_energy": pos_f.detach().mean()},
-        )
+        return loss, model.hidden.mean(act), {"free_energy": pos_f.detach().mean()}
 
 
 class CDPercLoss(Objective):
@@ -71,34 +73,37 @@ class CDPercLoss(Objective):
         self.directions = directions
 
     @torch.no_grad()
-    def lowest_energy_prediction(self, model: MultimodalRBM, v: Mapping[str, Tensor], m: str) -> Tensor:
-        """Per example, the v_m of lowest F(v_rest, v_m) among the k+1 states of the clamped chain."""
+    def lowest_energy_prediction(
+        self, model: MultimodalRBM, v: Mapping[str, Tensor], m: str
+    ) -> tuple[Tensor, Tensor]:
+        """Per example, the v_m of lowest F(v_rest, v_m) among the k+1 states of the clamped chain,
+        and that state's hidden input (B, H). The chain starts from v_m ~ P(v_m | h),
+        h ~ P(h | s·v_rest) (a replicated-softmax v_m keeps the data's document lengths)."""
         rest = {n: v[n] for n in model.names if n != m}
-        h = model.hidden.sample(model.hidden_input(rest, model.missing_scale(rest)))
-        best, best_f = None, None
-        for x, f in model.clamped_chain(rest, m, model.sample_visible(m, h), self.k):
+        act0 = model.hidden_bias({**rest, m: v[m]}) + model.bottom_up(rest, model.missing_scale(rest))
+        start = model.sample_visible(m, model.hidden.sample(act0), model.units[m].length(v[m]))
+        best, best_f, best_act = None, None, None
+        for x, f, act in model.clamped_chain(rest, m, start, self.k):
             if best is None:
-                best, best_f = x, f
+                best, best_f, best_act = x, f, act
                 continue
-            better = f < best_f
-            best = torch.where(better.unsqueeze(-1), x, best)
-            best_f = torch.where(better, f, best_f)
-        return best
+            better = (f < best_f).unsqueeze(-1)
+            best = torch.where(better, x, best)
+            best_act = torch.where(better, act, best_act)
+            best_f = torch.where(better.squeeze(-1), f, best_f)
+        return best, best_act
 
-    def terms(self, model: MultimodalRBM, v: Mapping[str, Tensor]) -> tuple[Tensor, Tensor | None, dict]:
+    def terms(self, model: MultimodalRBM, v: Mapping[str, Tensor]) -> tuple[Tensor, Hidden, dict]:
         dirs = _directions(model, self.directions)
-        pos_f = model.free_energy(v)
+        full = {m: v[m] for m in model.names}
+        act = model.hidden_input(full)
+        pos_f = model.free_energy_from_input(full, act)
         neg_f = 0.0
         for m in dirs:
-            neg = dict(v)
-            neg[m] = self.lowest_energy_prediction(model, v, m)
-            neg_f = neg_f + model.free_energy(neg).mean() / len(dirs)
+            best, best_act = self.lowest_energy_prediction(model, full, m)
+            neg_f = neg_f + model.mean_free_energy_given_input({**full, m: best}, best_act) / len(dirs)
         loss = pos_f.mean() - neg_f
-        return (
-            loss,
-            model.hidden_probs({m: v[m] for m in model.names}),
-            {"free_energy": pos_f.detach().mean()},
-        )
+        return loss, model.hidden.mean(act), {"free_energy": pos_f.detach().mean()}
 
 
 class MultiPrediction(Objective):
@@ -108,11 +113,15 @@ class MultiPrediction(Objective):
         mask_rate: p; each unit of the predicted modality stays observed with probability p·u,
             u ~ U(0, 1) drawn once per batch (p = 0 hides the modality whole).
         mf_steps: T mean-field updates.
-        bptt_steps: K_max, back-propagate through the last K unrolled steps.
+        bptt_steps: K_max; the gradient flows back through the last K updates, as the reference
+            code's ``nstop``: the visible state feeding update T − K is held constant (K ≥ T:
+            back-propagation through every step, down to the initial hidden state).
         grow_every: K = min(K_max, 1 + epoch // grow_every); 0 uses K_max from the start.
         directions: modalities to predict (default all, each from the rest).
         p_modality: if > 0, generalised mask over any number of modalities: in each direction,
             every other modality is also hidden whole with this probability.
+        hidden_clamp: ε; binary hidden means are clamped to [ε, 1 − ε] inside the unrolled loop
+            (PAPER.md §2; null: no clamp).
     """
 
     def __init__(
@@ -123,6 +132,7 @@ class MultiPrediction(Objective):
         grow_every: int = 20,
         directions: list[str] | None = None,
         p_modality: float = 0.0,
+        hidden_clamp: float | None = None,
         **kwargs,
     ) -> None:
         super().__init__(**kwargs)
@@ -134,12 +144,15 @@ class MultiPrediction(Objective):
             raise ValueError(f"objective.mf_steps and bptt_steps must be >= 1, got {mf_steps}, {bptt_steps}")
         if grow_every < 0:
             raise ValueError(f"objective.grow_every must be >= 0, got {grow_every}")
+        if hidden_clamp is not None and not 0.0 <= hidden_clamp < 0.5:
+            raise ValueError(f"objective.hidden_clamp must be in [0, 0.5) or null, got {hidden_clamp}")
         self.mask_rate = float(mask_rate)
         self.mf_steps = int(mf_steps)
         self.bptt_steps = int(bptt_steps)
         self.grow_every = int(grow_every)
         self.directions = directions
         self.p_modality = float(p_modality)
+        self.hidden_clamp = None if hidden_clamp is None else float(hidden_clamp)
 
     @property
     def native_inference_steps(self) -> int:
@@ -152,54 +165,72 @@ class MultiPrediction(Objective):
             return self.bptt_steps
         return min(self.bptt_steps, 1 + self.epoch // self.grow_every)
 
+    def _hidden(self, model: MultimodalRBM, x: Tensor) -> Tensor:
+        h = model.hidden.mean(x)
+        if self.hidden_clamp and model.hidden.name == "bernoulli":
+            h = h.clamp(self.hidden_clamp, 1 - self.hidden_clamp)
+        return h
+
     def predict(
-        self, model: MultimodalRBM, v: Mapping[str, Tensor], observed: Mapping[str, Tensor | None]
+        self,
+        model: MultimodalRBM,
+        v: Mapping[str, Tensor],
+        observed: Mapping[str, Tensor | None],
+        rates: Mapping[str, float] | None = None,
     ) -> tuple[dict[str, Tensor], Tensor]:
         """Unrolled mean-field given per-unit observation masks (1 = observed; None = all observed).
 
-        h₀ = σ(c + Σ_m s_m W_mᵀ(o_m ⊙ v_m)) with s_m = 1 + (#unobserved)/(#units of fully observed
-        modalities) on fully observed modalities; then T × [v_miss ← E[v | h]; h ← σ(c + Σ W_mᵀ v_m)].
-        The input of fully observed modalities is computed once. Returns the final visible
-        activations (b + W h) of the partly observed modalities and the final h.
+        h₀ = σ(c + s·Σ_full W_mᵀv_m + Σ_part W_mᵀ(o_m ⊙ v_m)) with s = 1 + Σ_part (1 − p_m)·n_m /
+        Σ_full n_m, p_m the nominal observed rate of a partly observed modality (``rates``; the
+        reference's s = 2 − p for two halves); then T × [v_part ← o ⊙ v + (1 − o) ⊙ E[v | h];
+        h ← σ(c + Σ W_mᵀ v_m)]. The steps before the back-propagation window (:meth:`truncation`)
+        run without a graph; the fully observed modalities' input is computed once. Returns the
+        final visible activations (b + W h) of the partly observed modalities and the final h.
         """
+        rates = rates or {}
         full = {m: v[m] for m in model.names if observed[m] is None}
         part = [m for m in model.names if observed[m] is not None]
-        n_missing = sum(float((1 - observed[m]).sum(-1).mean()) for m in part)
+        n_missing = sum((1.0 - rates.get(m, 0.0)) * model.sizes[m] for m in part)
         s = 1.0 + n_missing / max(sum(model.sizes[m] for m in full), 1)
+        grad = torch.is_grad_enabled()
+        steps = self.mf_steps
+        cut = steps - self.truncation() - 1  # the visible state of step `cut` is held constant
         fixed = model.bottom_up(full)
         bias = model.hidden_bias(v)
-        h = model.hidden.mean(bias + s * fixed + model.bottom_up({m: observed[m] * v[m] for m in part}))
-        k = self.truncation()
-        for t in range(self.mf_steps):
-            if k < self.mf_steps and t == self.mf_steps - k:
-                h = h.detach()
-            state = {m: torch.lerp(model.visible_mean(m, h), v[m], observed[m]) for m in part}
-            h = model.hidden.mean(bias + fixed + model.bottom_up(state))
+        with torch.set_grad_enabled(grad and cut < 0):
+            h = self._hidden(model, bias + s * fixed + model.bottom_up({m: observed[m] * v[m] for m in part}))
+        for t in range(steps):
+            with torch.set_grad_enabled(grad and t > cut):
+                state = {m: torch.lerp(model.visible_mean(m, h), v[m], observed[m]) for m in part}
+            with torch.set_grad_enabled(grad and t >= cut):
+                h = self._hidden(model, bias + fixed + model.bottom_up(state))
         return {m: model.visible_input(m, h) for m in part}, h
 
     def sample_masks(
         self, model: MultimodalRBM, v: Mapping[str, Tensor], target: str
-    ) -> dict[str, Tensor | None]:
-        """Observation masks: ``target`` keeps each unit with probability p·u (u ~ U(0,1) per
-        batch); other modalities are observed (None), or hidden whole with prob. ``p_modality``."""
-        ref = v[target]
+    ) -> tuple[dict[str, Tensor | None], dict[str, float]]:
+        """Observation masks and nominal observed rates: ``target`` keeps each unit with
+        probability p·u (u ~ U(0,1) per batch); other modalities are observed (None), or hidden
+        whole with probability ``p_modality``."""
         obs: dict[str, Tensor | None] = {m: None for m in model.names}
         q = self.mask_rate * float(torch.rand(()))
-        obs[target] = torch.bernoulli(torch.full_like(ref, q))
+        obs[target] = bernoulli(torch.full_like(v[target], q))
+        rates = {target: self.mask_rate}
         if self.p_modality > 0:
             for m in model.names:
                 if m != target and float(torch.rand(())) < self.p_modality:
                     obs[m] = torch.zeros_like(v[m])
-        return obs
+                    rates[m] = 0.0
+        return obs, rates
 
-    def terms(self, model: MultimodalRBM, v: Mapping[str, Tensor]) -> tuple[Tensor, Tensor | None, dict]:
+    def terms(self, model: MultimodalRBM, v: Mapping[str, Tensor]) -> tuple[Tensor, Hidden, dict]:
         dirs = _directions(model, self.directions)
         loss = 0.0
         hiddens = []
         logs: dict[str, Tensor] = {}
         for m in dirs:
-            observed = self.sample_masks(model, v, m)
-            acts, h = self.predict(model, v, observed)
+            observed, rates = self.sample_masks(model, v, m)
+            acts, h = self.predict(model, v, observed, rates)
             nll = 0.0
             for n, act in acts.items():
                 lp = model.units[n].log_prob_units(v[n], act)
@@ -208,4 +239,4 @@ class MultiPrediction(Objective):
             loss = loss + nll
             hiddens.append(h)
         logs["mp_truncation"] = torch.tensor(float(self.truncation()))
-        return loss, torch.cat(hiddens), logs
+        return loss, hiddens, logs

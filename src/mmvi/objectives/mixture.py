@@ -7,18 +7,28 @@ from collections.abc import Mapping
 from torch import Tensor
 
 from mmvi.models.mrbm import MultimodalRBM
-from mmvi.objectives.base import Objective
+from mmvi.objectives.base import Hidden, Objective
 
 
 class Mixture(Objective):
     """α·``minvi`` + (1 − α)·``nll`` on the same batch; α = 1 is pure MinVI, α = 0 pure NLL.
 
-    The mixture's own sparsity penalty applies to the MinVI term's hidden activations (the NLL
-    term's when α = 0); the parts' sparsity settings are not used.
+    Each part is computed as on its own (its data preparation, e.g. the NLL part's dynamic
+    binarisation, and its own sparsity form and weight) and weighted by its mixture weight, as the
+    reference's hybrid does (PAPER.md §2: the MP part's exact sparsity ×α, the PCD part's
+    running-average sparsity ×(1 − α)); sparsity is therefore set on the parts.
+
+    Raises:
+        ValueError: α outside [0, 1], or a sparsity weight on the mixture itself.
     """
 
     def __init__(self, minvi: Objective, nll: Objective, alpha: float = 0.5, **kwargs) -> None:
         super().__init__(**kwargs)
+        if self.sparsity_weight > 0:
+            raise ValueError(
+                "the hybrid's sparsity is set on its parts: objective.minvi.sparsity_weight and "
+                "objective.nll.sparsity_weight (objective.sparsity_weight must be 0)"
+            )
         if not 0.0 <= alpha <= 1.0:
             raise ValueError(f"objective.alpha must be in [0, 1], got {alpha}")
         self.alpha = float(alpha)
@@ -31,6 +41,7 @@ class Mixture(Objective):
         return self.minvi.native_inference_steps if self.alpha > 0 else self.nll.native_inference_steps
 
     def setup(self, model: MultimodalRBM) -> None:
+        super().setup(model)
         self.minvi.setup(model)
         self.nll.setup(model)
 
@@ -39,15 +50,13 @@ class Mixture(Objective):
         self.minvi.set_epoch(epoch)
         self.nll.set_epoch(epoch)
 
-    def terms(self, model: MultimodalRBM, v: Mapping[str, Tensor]) -> tuple[Tensor, Tensor | None, dict]:
+    def terms(self, model: MultimodalRBM, v: Mapping[str, Tensor]) -> tuple[Tensor, Hidden, dict]:
         loss = 0.0
-        hidden = None
         logs: dict = {}
         for weight, part, name in ((self.alpha, self.minvi, "minvi"), (1 - self.alpha, self.nll, "nll")):
             if weight == 0:
                 continue
-            part_loss, part_hidden, part_logs = part.terms(model, v)
+            part_loss, part_logs = part.loss_terms(model, v)
             loss = loss + weight * part_loss
             logs.update({f"{name}/{k}": x for k, x in part_logs.items()})
-            hidden = part_hidden if hidden is None else hidden
-        return loss, hidden, logs
+        return loss, None, logs

@@ -1,10 +1,19 @@
 """Maximum likelihood of the joint (NLL): CD-k and PCD-k (DESIGN.md §3).
 
-    loss = mean F(v_data) − mean F(v_model.detach())
+    loss = mean F(v_data) − mean F(v_model)        (v_model constant)
 
-``v_model`` comes from k block-Gibbs steps started at the data (CD) or from persistent
-chains kept as module buffers (PCD). Buffers are checkpointed and, under DDP with
-``broadcast_buffers=False``, kept per rank.
+``v_model`` is the visible state after k block-Gibbs steps h → v → h started at the data's
+hidden sample (CD) or at persistent chains (PCD; kept in hidden space, as the reference code
+does, as module buffers: checkpointed and, under DDP with ``broadcast_buffers=False``, per rank).
+Each step ends with the hidden input of the new visible state, which is exactly what the negative
+statistics −∂F(v_model) need (:meth:`MultimodalRBM.mean_free_energy_given_input`), so the
+negative phase costs one product per step and modality plus one for the statistics.
+
+A replicated-softmax modality keeps each chain's document length: CD chains the data's, PCD
+chains lengths drawn (once, at chain initialisation) from the first batch's lengths.
+
+PCD Gibbs-step ramp of the reference code (PAPER.md §2): ``k_schedule=ramp`` uses
+k_t = min(1 + ⌊(t − 1)/10⌋, k) in epoch t (counted from 1); ``fixed`` uses k throughout.
 """
 
 from __future__ import annotations
@@ -15,66 +24,102 @@ import torch
 from torch import Tensor
 
 from mmvi.models.mrbm import MultimodalRBM
-from mmvi.objectives.base import Objective
+from mmvi.objectives.base import Hidden, Objective
+
+K_SCHEDULES = ("fixed", "ramp")
+RAMP_EVERY = 10
 
 
 class ContrastiveDivergence(Objective):
     """CD-k (``persistent=False``) or PCD-k (``persistent=True``) on the joint.
 
     Args:
-        k: Gibbs steps per update.
+        k: Gibbs steps per update (the maximum of the ramp).
         persistent: keep ``n_chains`` persistent chains (PCD) instead of restarting at the data.
         n_chains: number of persistent chains (paper: 500).
+        k_schedule: ``fixed`` or ``ramp`` (module docstring).
     """
 
-    def __init__(self, k: int = 1, persistent: bool = False, n_chains: int = 100, **kwargs) -> None:
+    def __init__(
+        self, k: int = 1, persistent: bool = False, n_chains: int = 100, k_schedule: str = "fixed", **kwargs
+    ) -> None:
         super().__init__(**kwargs)
         if k < 1:
             raise ValueError(f"objective.k must be >= 1, got {k}")
         if persistent and n_chains < 1:
             raise ValueError(f"objective.n_chains must be >= 1, got {n_chains}")
+        if k_schedule not in K_SCHEDULES:
+            raise ValueError(f"objective.k_schedule={k_schedule!r}; allowed: {', '.join(K_SCHEDULES)}")
         self.k = int(k)
         self.persistent = bool(persistent)
         self.n_chains = int(n_chains)
-        self.chain_names: list[str] = []
+        self.k_schedule = k_schedule
+        self.length_names: list[str] = []
+
+    def steps(self) -> int:
+        """k for the current epoch (0-based ``self.epoch``, i.e. t = epoch + 1)."""
+        if self.k_schedule == "ramp":
+            return min(1 + self.epoch // RAMP_EVERY, self.k)
+        return self.k
 
     def setup(self, model: MultimodalRBM) -> None:
+        super().setup(model)
         if not self.persistent:
             return
-        self.chain_names = list(model.names)
-        for m in model.names:
-            self.register_buffer(
-                f"chains_{m}", torch.zeros(self.n_chains, model.sizes[m], dtype=model.c.dtype)
-            )
+        dtype = model.c.dtype
+        self.register_buffer("chains_hidden", torch.zeros(self.n_chains, model.n_hidden, dtype=dtype))
+        self.length_names = [m for m in model.names if model.units[m].name == "softmax"]
+        for m in self.length_names:
+            self.register_buffer(f"chain_lengths_{m}", torch.zeros(self.n_chains, dtype=dtype))
         self.register_buffer("chains_ready", torch.zeros((), dtype=torch.bool))
 
-    def chains(self) -> dict[str, Tensor]:
-        return {m: getattr(self, f"chains_{m}") for m in self.chain_names}
+    def chain_lengths(self) -> dict[str, Tensor]:
+        return {m: getattr(self, f"chain_lengths_{m}") for m in self.length_names}
 
     @torch.no_grad()
-    def _start(self, model: MultimodalRBM, v: Mapping[str, Tensor]) -> dict[str, Tensor]:
-        if not self.persistent:
-            return {m: v[m] for m in model.names}
-        if not bool(self.chains_ready):
-            # start the chains from samples of the visible biases (data marginals at init)
-            zeros = torch.zeros(self.n_chains, model.n_hidden, device=model.c.device, dtype=model.c.dtype)
-            for m in model.names:
-                getattr(self, f"chains_{m}").copy_(model.sample_visible(m, zeros))
-            self.chains_ready.fill_(True)
-        return self.chains()
+    def _init_chains(self, model: MultimodalRBM, v: Mapping[str, Tensor]) -> None:
+        """Chains start at samples of the visible biases (the data marginals after the
+        logit-of-the-mean initialisation), with document lengths drawn from the batch's."""
+        n = self.n_chains
+        zeros = torch.zeros(n, model.n_hidden, device=model.c.device, dtype=model.c.dtype)
+        lengths = model.lengths(v)
+        for m in self.length_names:
+            pick = torch.randint(0, lengths[m].shape[0], (n,), device=lengths[m].device)
+            getattr(self, f"chain_lengths_{m}").copy_(lengths[m][pick])
+        vis = {m: model.sample_visible(m, zeros, self.chain_lengths().get(m)) for m in model.names}
+        self.chains_hidden.copy_(model.hidden.sample(model.hidden_input(vis)))
+        self.chains_ready.fill_(True)
 
     @torch.no_grad()
-    def negative_sample(self, model: MultimodalRBM, v: Mapping[str, Tensor]) -> dict[str, Tensor]:
-        """Run k Gibbs steps from the data (CD) or the persistent chains (PCD)."""
-        neg = model.gibbs_chain(self._start(model, v), self.k)
+    def negative_sample(
+        self, model: MultimodalRBM, v: Mapping[str, Tensor], act: Tensor
+    ) -> tuple[dict[str, Tensor], Tensor]:
+        """k steps h → v → h from the data's hidden sample (CD) or the chains (PCD).
+
+        Args:
+            v: the (prepared) batch; ``act`` (B, H): its hidden input (CD starts from it).
+        Returns:
+            the final visible states and their hidden input (n, H).
+        """
         if self.persistent:
-            for m in model.names:
-                getattr(self, f"chains_{m}").copy_(neg[m])
-        return neg
+            if not bool(self.chains_ready):
+                self._init_chains(model, v)
+            h, lengths = self.chains_hidden, self.chain_lengths()
+        else:
+            h, lengths = model.hidden.sample(act.detach()), model.lengths(v)
+        for _ in range(self.steps()):
+            vis = {m: model.sample_visible(m, h, lengths.get(m)) for m in model.names}
+            neg_act = model.hidden_input(vis)
+            h = model.hidden.sample(neg_act)
+        if self.persistent:
+            self.chains_hidden.copy_(h)
+        return vis, neg_act
 
-    def terms(self, model: MultimodalRBM, v: Mapping[str, Tensor]) -> tuple[Tensor, Tensor | None, dict]:
-        neg = self.negative_sample(model, v)
-        pos_f = model.free_energy(v)
-        loss = pos_f.mean() - model.free_energy(neg).mean()
-        hidden = model.hidden_probs({m: v[m] for m in model.names})
-        return loss, hidden, {"free_energy": pos_f.detach().mean()}
+    def terms(self, model: MultimodalRBM, v: Mapping[str, Tensor]) -> tuple[Tensor, Hidden, dict]:
+        full = {m: v[m] for m in model.names}
+        act = model.hidden_input(full)
+        pos_f = model.free_energy_from_input(full, act)
+        neg, neg_act = self.negative_sample(model, full, act)
+        loss = pos_f.mean() - model.mean_free_energy_given_input(neg, neg_act)
+        logs = {"free_energy": pos_f.detach().mean(), "k": torch.tensor(float(self.steps()))}
+        return loss, model.hidden.mean(act), logs

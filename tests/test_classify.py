@@ -16,6 +16,7 @@ from mmvi.evaluation.classify import (
     multilabel_probe,
     multilabel_scores,
     precision_at_k_per_class,
+    select_C,
 )
 
 
@@ -36,14 +37,44 @@ def test_linear_probe_error_on_digits(digits):
     X, y = digits
     tr, va, te = slice(0, 1000), slice(1000, 1300), slice(1300, None)
     left = X[te] * (np.arange(64) % 8 < 4)  # a degraded "single modality" test set
-    out, C = linear_probe_error(X[tr], y[tr], X[va], y[va], {"multimodal": X[te], "left": left}, y[te])
+    out, C, at_bound = linear_probe_error(
+        X[tr], y[tr], X[va], y[va], {"multimodal": X[te], "left": left}, y[te]
+    )
     assert set(out) == {"classify/err_multimodal", "classify/err_left"}
-    assert C in DEFAULT_CS
+    assert 0.01 / 1000 <= C <= 100 * 1000 and isinstance(at_bound, bool)
     assert out["classify/err_multimodal"] < 5.0
     assert out["classify/err_multimodal"] < out["classify/err_left"] <= 100.0
     # the reported error is that of the probe refitted on train + validation with the chosen C
     clf = LogisticRegression(C=C, max_iter=500).fit(X[:1300], y[:1300])
     assert out["classify/err_multimodal"] == pytest.approx(100 * np.mean(clf.predict(X[te]) != y[te]))
+    # refit="train" reports the probe fitted on train alone
+    out_tr, C_tr, _ = linear_probe_error(
+        X[tr], y[tr], X[va], y[va], {"multimodal": X[te]}, y[te], refit="train"
+    )
+    clf = LogisticRegression(C=C_tr, max_iter=500).fit(X[tr], y[tr])
+    assert out_tr["classify/err_multimodal"] == pytest.approx(100 * np.mean(clf.predict(X[te]) != y[te]))
+
+
+def test_a_c_at_the_grid_end_extends_the_grid_until_an_interior_optimum():
+    calls = []
+
+    def loss(C):  # minimum at C = 1000, beyond the default grid's top (100)
+        calls.append(C)
+        return (np.log10(C) - 3.0) ** 2
+
+    best, at_bound, scores = select_C(loss, DEFAULT_CS, max_extensions=5)
+    assert best == pytest.approx(1000.0) and not at_bound
+    assert sorted(scores) == pytest.approx([0.01, 0.1, 1, 10, 100, 1000, 10000])
+    # downwards, and a bound reached: the choice is flagged
+    best, at_bound, scores = select_C(lambda C: C, DEFAULT_CS, max_extensions=2)
+    assert best == pytest.approx(1e-4) and at_bound and len(scores) == 7
+    # ties go to the smaller C; an interior optimum adds nothing
+    best, at_bound, scores = select_C(lambda C: 0.0 if C in (1.0, 10.0) else 1.0, DEFAULT_CS)
+    assert (best, at_bound, len(scores)) == (1.0, False, 5)
+    # a one-value grid is the user's choice
+    assert select_C(lambda C: 0.0, [3.0]) == (3.0, False, {3.0: 0.0})
+    with pytest.raises(ValueError, match="positive"):
+        select_C(lambda C: 0.0, [0.0, 1.0])
 
 
 def test_joint_solver_equals_sklearn(digits):
@@ -83,10 +114,10 @@ def test_multilabel_probe_on_digits(digits):
     X, y = digits
     Y = multilabels(y)
     tr, va, te = slice(0, 1000), slice(1000, 1300), slice(1300, None)
-    out, C = multilabel_probe(
+    out, C, _ = multilabel_probe(
         X[tr], Y[tr], X[va], Y[va], {"multimodal": X[te], "noise": np.random.rand(497, 64)}, Y[te]
     )
-    assert C in DEFAULT_CS
+    assert 0.01 / 1000 <= C <= 100 * 1000
     assert set(out) == {
         f"classify/{m}_{q}" for m in ("map", "precision_at_50") for q in ("multimodal", "noise")
     }

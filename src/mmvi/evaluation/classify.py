@@ -2,8 +2,11 @@
 
 Single-label (:func:`linear_probe_error`): multinomial logistic regression (scikit-learn, lbfgs)
 on the raw representations (hidden probabilities, not standardised); C is chosen from the grid
-by validation error (ties: the first C of the grid), the probe is refitted on train + validation
-with that C and tested on each test set; ``classify/err_<name>`` is the test error in percent.
+by validation error (:func:`select_C`: ties go to the smaller C; a choice at either end of the grid
+extends the grid by factors of 10 in that direction, at most ``max_extensions`` times), the probe
+is refitted on train + validation (``refit="train_val"``) or kept as fitted on train
+(``refit="train"``) with that C and tested on each test set; ``classify/err_<name>`` is the test
+error in percent.
 
 Multi-label (:func:`multilabel_probe`): one L2-regularised logistic regression per class,
 
@@ -25,7 +28,7 @@ refitted on train + validation and tested:
 from __future__ import annotations
 
 import warnings
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 
 import numpy as np
 import torch
@@ -35,6 +38,40 @@ from torch import Tensor
 from torchmetrics.functional.classification import multilabel_average_precision
 
 DEFAULT_CS = (0.01, 0.1, 1.0, 10.0, 100.0)
+REFITS = ("train_val", "train")
+
+
+def select_C(
+    loss: Callable[[float], float], Cs: Sequence[float], max_extensions: int = 3, factor: float = 10.0
+) -> tuple[float, bool, dict[float, float]]:
+    """The C of lowest validation ``loss`` on the grid, extending the grid where the choice is at an end.
+
+    While the best C is the largest (smallest) of the grid, C·``factor`` (C/``factor``) is added and
+    scored, at most ``max_extensions`` times in all (a one-value grid is kept as given). Ties go to
+    the smaller C.
+
+    Returns:
+        (chosen C, whether it is still at an end of the extended grid, {C: loss}).
+    Raises:
+        ValueError: an empty grid or a C <= 0.
+    """
+    grid = sorted(float(c) for c in Cs)
+    if not grid or grid[0] <= 0:
+        raise ValueError(f"classifier.Cs must be positive numbers, got {list(Cs)}")
+    scores = {c: loss(c) for c in grid}
+    best = min(grid, key=lambda c: (scores[c], c))
+    for _ in range(int(max_extensions) if len(grid) > 1 else 0):
+        if best == grid[-1]:
+            new = grid[-1] * factor
+            grid.append(new)
+        elif best == grid[0]:
+            new = grid[0] / factor
+            grid.insert(0, new)
+        else:
+            break
+        scores[new] = loss(new)
+        best = min(grid, key=lambda c: (scores[c], c))
+    return best, len(grid) > 1 and best in (grid[0], grid[-1]), scores
 
 
 def _np(x) -> np.ndarray:
@@ -58,20 +95,29 @@ def linear_probe_error(
     test_y,
     Cs: Sequence[float] = DEFAULT_CS,
     max_iter: int = 500,
-) -> tuple[dict[str, float], float]:
-    """``({"classify/err_<name>": percent}, chosen C)`` of a multinomial logistic-regression probe."""
+    max_extensions: int = 3,
+    refit: str = "train_val",
+) -> tuple[dict[str, float], float, bool]:
+    """``({"classify/err_<name>": percent}, chosen C, C at the grid's bound)`` of a multinomial probe."""
+    if refit not in REFITS:
+        raise ValueError(f"classifier.refit={refit!r}; allowed: {', '.join(REFITS)}")
     Xtr, ytr, Xva, yva = _np(train_X), _np(train_y).ravel(), _np(val_X), _np(val_y).ravel()
-    if not Cs:
-        raise ValueError("Cs must hold at least one value")
-    errors = [float(np.mean(_fit_multinomial(Xtr, ytr, C, max_iter).predict(Xva) != yva)) for C in Cs]
-    best = float(Cs[int(np.argmin(errors))])
-    clf = _fit_multinomial(np.concatenate([Xtr, Xva]), np.concatenate([ytr, yva]), best, max_iter)
+    fits: dict[float, LogisticRegression] = {}
+
+    def val_error(C: float) -> float:
+        fits[C] = _fit_multinomial(Xtr, ytr, C, max_iter)
+        return float(np.mean(fits[C].predict(Xva) != yva))
+
+    best, at_bound, _ = select_C(val_error, Cs, max_extensions)
+    clf = fits[best]
+    if refit == "train_val":
+        clf = _fit_multinomial(np.concatenate([Xtr, Xva]), np.concatenate([ytr, yva]), best, max_iter)
     yte = _np(test_y).ravel()
     out = {
         f"classify/err_{name}": 100.0 * float(np.mean(clf.predict(_np(X)) != yte))
         for name, X in test_sets.items()
     }
-    return out, best
+    return out, best, at_bound
 
 
 # ------------------------------------------------------------------ multi-label
@@ -190,24 +236,34 @@ def multilabel_probe(
     k: int = 50,
     max_iter: int = 500,
     dtype: torch.dtype = torch.float32,
-) -> tuple[dict[str, float], float]:
-    """``({"classify/map_<name>", "classify/precision_at_<k>_<name>"}, chosen C)`` of per-class probes."""
-    if not Cs:
-        raise ValueError("Cs must hold at least one value")
+    max_extensions: int = 3,
+    refit: str = "train_val",
+) -> tuple[dict[str, float], float, bool]:
+    """``({"classify/map_<name>", "classify/precision_at_<k>_<name>"}, chosen C, C at the bound)``."""
+    if refit not in REFITS:
+        raise ValueError(f"classifier.refit={refit!r}; allowed: {', '.join(REFITS)}")
 
     def t(x) -> Tensor:
         return torch.as_tensor(_np(x)).to(dtype)
 
     Xtr, Ytr, Xva, Yva = t(train_X), t(train_Y), t(val_X), t(val_Y)
-    W, b = fit_logistic_l2(Xtr, Ytr, Cs, max_iter)
-    val_map = [multilabel_scores(torch.addmm(b[g], Xva, W[g]), Yva, k)[0] for g in range(len(Cs))]
-    g_best = int(np.nanargmax(val_map)) if not np.all(np.isnan(val_map)) else 0
-    best = float(Cs[g_best])
-    W, b = fit_logistic_l2(torch.cat([Xtr, Xva]), torch.cat([Ytr, Yva]), [best], max_iter)
+    fits: dict[float, tuple[Tensor, Tensor]] = {}
+
+    def val_loss(C: float) -> float:
+        W, b = fit_logistic_l2(Xtr, Ytr, [C], max_iter)
+        fits[C] = (W[0], b[0])
+        m_ap = multilabel_scores(torch.addmm(b[0], Xva, W[0]), Yva, k)[0]
+        return -m_ap if np.isfinite(m_ap) else float("inf")
+
+    best, at_bound, _ = select_C(val_loss, Cs, max_extensions)
+    W, b = fits[best]
+    if refit == "train_val":
+        Wr, br = fit_logistic_l2(torch.cat([Xtr, Xva]), torch.cat([Ytr, Yva]), [best], max_iter)
+        W, b = Wr[0], br[0]
     Yte = t(test_Y)
     out: dict[str, float] = {}
     for name, X in test_sets.items():
-        m_ap, p_k = multilabel_scores(torch.addmm(b[0], t(X), W[0]), Yte, k)
+        m_ap, p_k = multilabel_scores(torch.addmm(b, t(X), W), Yte, k)
         out[f"classify/map_{name}"] = m_ap
         out[f"classify/precision_at_{k}_{name}"] = p_k
-    return out, best
+    return out, best, at_bound

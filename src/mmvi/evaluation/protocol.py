@@ -22,6 +22,7 @@ from mmvi.data.base import MultimodalDataModule
 from mmvi.evaluation.condce import conditional_cross_entropy
 from mmvi.evaluation.representations import query_types, split_representations
 from mmvi.models.mrbm import MultimodalRBM
+from mmvi.utils import Measures
 
 log = logging.getLogger(__name__)
 
@@ -49,7 +50,11 @@ def conditional_ce_metrics(
 def classification_metrics(
     reps: Mapping[str, Mapping[str, torch.Tensor]], dm: MultimodalDataModule, cfg: Mapping
 ) -> dict:
-    """Linear probe on multimodal train representations, tested on every query type."""
+    """Linear probe on multimodal train representations, tested on every query type.
+
+    ``classify/C`` is the chosen C and ``classify/C_at_bound`` 1.0 when it is still at an end of the
+    grid after the grid was extended ``max_extensions`` times (:func:`classify.select_C`).
+    """
     from mmvi.evaluation import classify
 
     labels = {k: dm.splits[k].labels for k in ("train", "val", "test")}
@@ -59,8 +64,9 @@ def classification_metrics(
     if max_train is not None and max_train < len(train_x):
         train_x, train_y = train_x[:max_train], train_y[:max_train]
     Cs = tuple(cfg.get("Cs", (0.01, 0.1, 1, 10, 100)))
+    options = {"max_extensions": int(cfg.get("max_extensions", 3)), "refit": cfg.get("refit", "train_val")}
     if dm.single_label:
-        metrics, C = classify.linear_probe_error(
+        metrics, C, at_bound = classify.linear_probe_error(
             train_x.numpy(),
             train_y.argmax(1).numpy(),
             reps["val"]["multimodal"].numpy(),
@@ -68,9 +74,10 @@ def classification_metrics(
             {q: r.numpy() for q, r in reps["test"].items()},
             labels["test"].argmax(1).numpy(),
             Cs=Cs,
+            **options,
         )
     else:
-        metrics, C = classify.multilabel_probe(
+        metrics, C, at_bound = classify.multilabel_probe(
             train_x.numpy(),
             train_y.numpy(),
             reps["val"]["multimodal"].numpy(),
@@ -78,8 +85,10 @@ def classification_metrics(
             {q: r.numpy() for q, r in reps["test"].items()},
             labels["test"].numpy(),
             Cs=Cs,
+            **options,
         )
     metrics["classify/C"] = float(C)
+    metrics["classify/C_at_bound"] = float(at_bound)
     return metrics
 
 
@@ -163,6 +172,9 @@ def evaluate(
 ) -> tuple[dict, dict]:
     """Run every enabled measure; return (metrics, artefact paths). Args: ``conf/evaluation``.
 
+    The metrics are a :class:`~mmvi.utils.Measures`: a family whose computation fails (e.g. a
+    probe that cannot be fitted) is listed in ``metrics.missing`` with its reason, the others stay.
+
     ``native_steps`` is the model's own number of mean-field steps (used by ``inference=native``);
     the steps used are recorded as ``eval/mf_steps``.
     """
@@ -170,7 +182,7 @@ def evaluate(
     model.eval()
     steps, tol = inference_steps(inference, native_steps, mf_steps, mf_tol)
     bs = int(batch_size)
-    metrics: dict[str, float] = {"eval/mf_steps": float(steps)}
+    metrics = Measures({"eval/mf_steps": float(steps)})
     artefacts: dict[str, str] = {}
     t0 = time.perf_counter()
 
@@ -182,18 +194,15 @@ def evaluate(
     log.info("representations computed in %.1f s", time.perf_counter() - t0)
     labelled = has_labels(dm)
     if labelled:
-        metrics.update(classification_metrics(reps, dm, classifier or {}))
-    metrics.update(conditional_ce_metrics(model, dm.splits["test"], bs, steps, tol))
+        metrics.attempt("classify", lambda: classification_metrics(reps, dm, classifier or {}))
+    metrics.attempt("cond_ce", lambda: conditional_ce_metrics(model, dm.splits["test"], bs, steps, tol))
 
     lik = likelihood or {}
     if lik.get("enabled", False):
         from mmvi.evaluation.likelihood import likelihood_metrics
 
-        metrics.update(
-            likelihood_metrics(
-                model, dm.splits["test"].modalities, **{k: v for k, v in lik.items() if k != "enabled"}
-            )
-        )
+        lik_args = {k: v for k, v in lik.items() if k != "enabled"}
+        metrics.attempt("cond_nll", lambda: likelihood_metrics(model, dm.splits["test"].modalities, **lik_args))
 
     ret = retrieval or {}
     if ret.get("enabled", False) and not labelled:
@@ -201,10 +210,11 @@ def evaluate(
     if ret.get("enabled", False) and labelled:
         from mmvi.evaluation.retrieval import retrieval_measures
 
-        metrics.update(
-            retrieval_measures(
+        metrics.attempt(
+            "retrieval",
+            lambda: retrieval_measures(
                 reps["test"], reps["test"]["multimodal"], dm.splits["test"].labels, k=int(ret.get("k", 50))
-            )
+            ),
         )
 
     if ret.get("enabled", False) and labelled and int(ret.get("n_figure_queries", 0)) > 0:

@@ -46,6 +46,8 @@ RULES: list[tuple[str, Callable[[float], bool], str]] = [
     ("optim.weight_decay", lambda x: x >= 0, "a number >= 0"),
     ("model.n_hidden", lambda x: x >= 1 and x == int(x), "an integer >= 1"),
     ("model.init_std", lambda x: x > 0, "a number > 0"),
+    ("model.mf_steps", lambda x: x >= 1 and x == int(x), "an integer >= 1"),
+    ("model.mf_tol", lambda x: x >= 0, "a number >= 0 (or null)"),
     ("data.batch_size", lambda x: x >= 1 and x == int(x), "an integer >= 1"),
     ("trainer.max_epochs", lambda x: x >= 0 and x == int(x), "an integer >= 0 (or -1)"),
     ("objective.mask_rate", lambda x: 0 <= x <= 1, "a number in [0, 1]"),

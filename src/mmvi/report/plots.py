@@ -357,5 +357,9 @@ def make_curve_plots(agg: Aggregate, runs: list[Run], running: list[Run], out_di
         )
         live.append((label.replace("\n", ", "), run.choices.get("objective", ""), run))
     measures = curve_measures([r.curves for r in [*runs, *running] if r.curves is not None])
-    plots = (curve_plot(m, groups, live, out_dir) for m in measures)
-    return [p for p in plots if p is not None]
+    plots = [p for p in (curve_plot(m, groups, live, out_dir) for m in measures) if p is not None]
+    kept = {out_dir / p.path for p in plots}
+    for old in (out_dir / CURVE_DIR).glob("curve_*.png"):  # panels of an earlier writing of the report
+        if old not in kept:
+            old.unlink()
+    return plots

@@ -32,34 +32,47 @@ def test_every_experiment_composes_and_validates(experiment, tmp_path):
     validate_config(cfg)
 
 
-def test_paper_experiments_match_the_paper_table(tmp_path):
-    expected = {
-        "pcd": (
-            "ContrastiveDivergence",
-            {"k": 10, "n_chains": 500, "sparsity_weight": 0.3, "sparsity_target": 0.05},
-        ),
-        "cdpl": ("CDPercLoss", {"k": 10, "sparsity_weight": 0.1, "sparsity_target": 0.1}),
-        "mp": (
-            "MultiPrediction",
-            {"mask_rate": 0.25, "mf_steps": 5, "bptt_steps": 5, "sparsity_weight": 0.1},
-        ),
-        "hybrid": ("Mixture", {"alpha": 0.5, "sparsity_weight": 0.1}),
-    }
-    for name, (cls, values) in expected.items():
-        cfg = compose_train([f"experiment=paper_mnist_{name}"], tmp_path)
-        assert cfg.objective._target_.endswith(cls)
-        for k, v in values.items():
-            assert cfg.objective[k] == v, (name, k)
-        assert cfg.model.n_hidden == 1000 and cfg.data.batch_size == 100 and cfg.trainer.max_epochs == 300
-        assert cfg.optim.lr == 0.01 and cfg.optim.lr_decay == 0.005 and cfg.optim.weight_decay == 1e-4
-        assert (cfg.optim.momentum_initial, cfg.optim.momentum, cfg.optim.momentum_switch_epoch) == (
-            0.33,
-            0.47,
-            5,
-        )
-        assert cfg.data._target_.endswith("MNISTHalves")
-    hybrid = compose_train(["experiment=paper_mnist_hybrid"], tmp_path).objective
-    assert hybrid.minvi.mask_rate == 0.1 and hybrid.nll.k == 10 and hybrid.nll.n_chains == 500
+REFERENCE_TABLE = Path(__file__).resolve().parents[1] / "docs" / "reference-settings.md"
+PRESETS = ("pcd", "cdpl", "mp", "hybrid")
+
+
+def reference_table() -> dict[str, dict[str, object]]:
+    """``{preset: {setting: value}}`` from the table of docs/reference-settings.md (``—``: absent)."""
+    import yaml
+
+    rows = [line for line in REFERENCE_TABLE.read_text().splitlines() if line.startswith("| ")]
+    header = [c.strip() for c in rows[0].strip("|").split("|")]
+    assert header == ["setting", *PRESETS]
+    table: dict[str, dict[str, object]] = {p: {} for p in PRESETS}
+    for line in rows[1:]:
+        cells = [c.strip() for c in line.strip("|").split("|")]
+        if cells[0] == "---":
+            continue
+        for preset, cell in zip(PRESETS, cells[1:]):
+            if cell != "—":
+                table[preset][cells[0]] = yaml.safe_load(cell)
+    return table
+
+
+def preset_settings(preset: str, tmp_path: Path) -> dict[str, object]:
+    """Every result-defining value of ``experiment=paper_mnist_<preset>`` as dotted keys."""
+    from mmvi.fingerprint import flatten
+
+    c = OmegaConf.to_container(compose_train([f"experiment=paper_mnist_{preset}"], tmp_path), resolve=True)
+    keep = {k: c[k] for k in ("model", "objective", "optim", "nonfinite")}
+    keep["data"] = {k: c["data"][k] for k in ("_target_", "batch_size")}
+    keep["trainer"] = {"max_epochs": c["trainer"]["max_epochs"]}
+    keep["evaluation"] = {"inference": c["evaluation"]["inference"]}
+    return {k: v for k, v in flatten(keep).items() if not k.startswith("model.modalities")}
+
+
+@pytest.mark.parametrize("preset", PRESETS)
+def test_paper_presets_hold_exactly_the_reference_table(preset, tmp_path):
+    expected = reference_table()[preset]
+    got = preset_settings(preset, tmp_path)
+    assert set(got) == set(expected), (sorted(set(got) - set(expected)), sorted(set(expected) - set(got)))
+    for key, value in expected.items():
+        assert got[key] == value, (preset, key, got[key], value)
 
 
 @pytest.mark.parametrize("objective", options("objective"))

@@ -236,30 +236,26 @@ def stopped_early(runs: list[Run]) -> list[Run]:
 
 def curve_plot(
     measure: str,
-    groups: list[tuple[str, str, list[Run]]],
+    groups: list[tuple[str, str, str, list[Run]]],
     running: list[tuple[str, str, Run]],
     out_dir: Path,
 ) -> Plot | None:
     """Learning curve of one per-epoch measure; ``None`` when no run logged it.
 
-    ``groups``: (label, objective, completed runs) per configuration: the mean over its runs
+    ``groups``: (label, objective, line style, completed runs) per configuration: the mean over its runs
     with a ± std band (runs aligned by epoch; a run ending before the others or before its
     ``trainer.max_epochs`` is marked ×). ``running``: (label, objective, run) drawn one by one,
     dotted, ending in ▸.
     """
     fig = Figure(figsize=(4.6, 3.1))
     ax = fig.add_subplot()
-    styles: dict[str, int] = {}
     drawn = early = False
-    for label, objective, runs in groups:
+    for label, objective, style, runs in groups:
         series = [r.curves.frame[measure].dropna() for r in runs if r.curves and measure in r.curves.frame]
         series = [x for x in series if len(x)]
         if not series:
             continue
         colour = objective_colour(objective)
-        i = styles.get(objective, -1) + 1
-        styles[objective] = i
-        style = LINE_STYLES[i % len(LINE_STYLES)]
         stats = across_runs(series)
         x = stats.index.to_numpy()
         marker = "o" if len(x) <= 12 else None
@@ -348,7 +344,13 @@ def make_curve_plots(agg: Aggregate, runs: list[Run], running: list[Run], out_di
     cols = varying_columns(agg)
     rows = configuration_runs(agg, runs)
     names = labels(agg.table, cols).str.replace("\n", ", ") if rows else pd.Series([], dtype=str)
-    groups = [(name, str(row["objective"]), members) for name, (row, members) in zip(names, rows)]
+    # each configuration keeps its colour (objective) and line style (its rank within the objective) in every panel
+    ranks: dict[str, int] = {}
+    groups = []
+    for name, (row, members) in zip(names, rows):
+        objective = str(row["objective"])
+        ranks[objective] = ranks.get(objective, -1) + 1
+        groups.append((name, objective, LINE_STYLES[ranks[objective] % len(LINE_STYLES)], members))
     live = []
     for run in running:
         values = {c: run.choices.get(c, "") if c in KEY_CHOICES else run.settings.get(c, UNSET) for c in cols}

@@ -5,6 +5,7 @@ The files hold every 4th of the 2,000 digits (500 rows, 50 per class).
 
 from __future__ import annotations
 
+import logging
 import shutil
 from pathlib import Path
 
@@ -297,3 +298,31 @@ def test_training_statistics_travel_with_the_checkpoint(folder, mfeat, tmp_path)
     assert not np.allclose(late.stats["fou"][0], dm.stats["fou"][0])
     load_data_state(late, ckpt)
     assert torch.equal(late.splits["test"].modalities["fou"], fresh.splits["test"].modalities["fou"])
+
+
+def test_without_labels_the_label_measures_are_skipped_and_said_to_be(folder, tmp_path, caplog):
+    from mmvi.evaluation.protocol import NO_LABELS, evaluate
+    from mmvi.models.mrbm import MultimodalRBM
+
+    dm = _dm(folder, files={"fou": "fou.parquet", "kar": "kar.csv"}, labels=None)
+    torch.manual_seed(0)
+    model = MultimodalRBM(dm.modality_specs(), n_hidden=6, init_std=0.1)
+    likelihood = {"enabled": True, "n_examples": 10, "n_ais_runs": 2, "n_betas": 10, "joint_ais_runs": 2}
+    retrieval = {"enabled": True, "k": 5, "n_figure_queries": 2}
+    caplog.set_level(logging.WARNING, logger="mmvi.evaluation.protocol")
+    metrics, artefacts = evaluate(
+        model=model,
+        dm=dm,
+        out_dir=tmp_path,
+        native_steps=2,
+        n_generation=2,
+        likelihood={**likelihood, "joint_betas": 10},
+        retrieval=retrieval,
+    )
+    assert not any(k.startswith(("classify/", "retrieval/")) for k in metrics)
+    assert metrics.missing == {"classify": NO_LABELS, "retrieval": NO_LABELS}
+    assert "no labels" in caplog.text
+    assert {"cond_ce/fou_given_kar", "cond_ce/kar_given_fou", "cond_nll/fou_given_rest", "nll"} <= set(
+        metrics
+    )
+    assert artefacts == {}  # feature views: no images to draw

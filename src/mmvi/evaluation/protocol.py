@@ -121,6 +121,9 @@ def retrieval_figure_of_split(
     )
 
 
+NO_LABELS = "skipped: the data have no labels"
+
+
 def has_labels(dm: MultimodalDataModule) -> bool:
     """True when the data have labels; otherwise say that the label-based measures are skipped."""
     if dm.splits["train"].labels.shape[1] > 0:
@@ -195,6 +198,8 @@ def evaluate(
     labelled = has_labels(dm)
     if labelled:
         metrics.attempt("classify", lambda: classification_metrics(reps, dm, classifier or {}))
+    else:
+        metrics.missing["classify"] = NO_LABELS
     metrics.attempt("cond_ce", lambda: conditional_ce_metrics(model, dm.splits["test"], bs, steps, tol))
 
     lik = likelihood or {}
@@ -206,7 +211,7 @@ def evaluate(
 
     ret = retrieval or {}
     if ret.get("enabled", False) and not labelled:
-        log.warning("retrieval measures skipped: the data have no labels to tell relevant items")
+        metrics.missing["retrieval"] = NO_LABELS
     if ret.get("enabled", False) and labelled:
         from mmvi.evaluation.retrieval import retrieval_measures
 

@@ -19,11 +19,13 @@ import torch
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset, Sampler
 
+from mmvi.config_check import UNIT_NAMES
+
 log = logging.getLogger(__name__)
 
 SPLITS = ("train", "val", "test")
 # the visible unit types of data (DESIGN.md §2); layer types of deep pathways are not data types
-DATA_UNIT_TYPES = ("bernoulli", "gaussian", "softmax")
+DATA_UNIT_TYPES = UNIT_NAMES
 # a Gaussian training split is "far from standardised" above this mean |mean| or mean |std - 1| per unit
 STANDARDISED_TOLERANCE = 0.5
 

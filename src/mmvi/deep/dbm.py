@@ -11,8 +11,9 @@ Stages of ``python -m mmvi.deep.pipeline model=mdbm`` (the MinVI arm ``model=mdr
 (c) ``joint``: the composed DBM (:meth:`MultimodalDBM.compose`) trained as a whole by
     :class:`DBMLikelihood` (``stages.joint``: objective, optimiser, epochs, batch size).
 
-**Estimator** (Salakhutdinov & Hinton, AISTATS 2009, §3 and Algorithm 1; Srivastava &
-Salakhutdinov, NIPS 2012, §3.3). The log-likelihood's gradient is ⟨−∂E/∂θ⟩_{P(hidden | v)} −
+**Estimator** (Salakhutdinov & Hinton, AISTATS 2009, Algorithm 1 with mean-field positive phase;
+Srivastava & Salakhutdinov, NIPS 2012, approximate learning of the multimodal DBM; the reference
+code ``dbm_mf.m``). The log-likelihood's gradient is ⟨−∂E/∂θ⟩_{P(hidden | v)} −
 ⟨−∂E/∂θ⟩_{P(v, hidden)}. Its first term is replaced by the mean-field posterior Q (``mf_steps``
 block updates of every hidden layer given the data), which makes it the gradient of the
 variational lower bound log p(v) ≥ E_Q[−E(v, ·)] + H(Q) − log Z (at a mean-field fixed point Q

@@ -25,8 +25,8 @@ bias of the RBM above it). :meth:`MultimodalDBM.compose` moves that second half 
 that joint training updates one bias per layer (:meth:`MultimodalDBM.dbm_parameters`).
 
 **Pre-training with doubled inputs** (Salakhutdinov & Hinton, AISTATS 2009, §3.1 and Fig. 2;
-Salakhutdinov & Hinton, Neural Computation 24(8), 2012, §4; the reference code ``rbm.m``,
-``rbm_l2.m`` and ``dbm_mf.m``). In the DBM a layer with two neighbours receives input from both,
+Salakhutdinov & Hinton, Neural Computation 24(8), 2012, the greedy pre-training of DBMs with more
+than two hidden layers; Salakhutdinov's reference code ``rbm.m``, ``rbm_l2.m``, ``dbm_mf.m``). In the DBM a layer with two neighbours receives input from both,
 but a greedy RBM sees only one of them; each pre-training RBM doubles the input of a layer that
 will have a second neighbour, so that the RBM's conditionals match the DBM's when the two halves
 are added. An RBM between a lower layer a and an upper layer b is trained with
@@ -39,9 +39,10 @@ are added. An RBM between a lower layer a and an upper layer b is trained with
 So the bottom RBM of a pathway has 2W bottom-up (and 2c; "two copies of the visible vector", the
 reference's ``2*vishid``, ``2*hidbiases``), the joint RBM has 2W top-down into the pathway tops
 (and 2b; "two copies of the hidden layer", ``rbm_l2.m``: ``2*vishid'``, ``2*visbiases``), and an
-intermediate RBM (both layers with two neighbours) doubles both directions — equivalent to a
-standard RBM with weights W' = 2W whose weights are halved when composing the DBM (Neural
-Computation 2012, §4). The learnt W is therefore already the DBM's weight, and a layer's DBM bias
+intermediate RBM (both layers with two neighbours) doubles both directions — the same model as a
+standard RBM with parameters (W', b', c') = 2(W, b, c), whose weights are halved when composing
+the DBM (the rule for intermediate layers; the reference code covers two hidden layers only). The
+learnt W is therefore already the DBM's weight, and a layer's DBM bias
 is the sum of its halves from the RBM below and the RBM above (``dbm_mf.m``:
 ``hidbiases = hidbiases + visbiases_l2``). A modality without pathway layers connects to the joint
 layer directly and is not doubled.

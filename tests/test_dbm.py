@@ -300,6 +300,7 @@ def tiny_run(shared_data: Path, run_dir: Path, extra: list[str] = ()):
             "stages.joint.epochs=2",
             "stages.joint.objective.n_chains=20",
             "evaluation.classifier.Cs=[1.0]",
+            "logger=none",
             *extra,
         ],
         run_dir,

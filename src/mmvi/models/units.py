@@ -122,8 +122,12 @@ class SoftmaxUnits(Units):
         p = torch.softmax(act, dim=-1)
         return p if length is None else p * length.unsqueeze(-1).to(p.dtype)
 
-    def sample(self, act: Tensor, length: Tensor | None = None) -> Tensor:
+    def sample(
+        self, act: Tensor, length: Tensor | None = None, generator: torch.Generator | None = None
+    ) -> Tensor:
         """Counts (batch, n) ~ Multinomial(D_n, softmax(act_n)), one row per document.
+
+        ``generator``: the ``torch.Generator`` the words are drawn from (default: the global one).
 
         Raises:
             ValueError: ``length`` missing (the document lengths are part of the conditional).
@@ -135,7 +139,7 @@ class SoftmaxUnits(Units):
         n_max = int(length.max().item()) if length.numel() else 0
         if n_max == 0:
             return counts
-        draws = torch.multinomial(probs, n_max, replacement=True)
+        draws = torch.multinomial(probs, n_max, replacement=True, generator=generator)
         keep = (torch.arange(n_max, device=act.device) < length.unsqueeze(-1)).to(probs.dtype)
         return counts.scatter_add_(1, draws, keep)
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import math
 
 import pytest
@@ -215,3 +216,23 @@ def test_likelihood_metrics_exact_and_ais(model):
     for k in names:
         assert ais[f"{k}_stderr"] > 0
         assert abs(ais[k] - exact[k]) < max(3 * ais[f"{k}_stderr"], 1e-3), (k, ais[k], exact[k])
+
+
+def test_replicated_softmax_base_model_sums_over_word_sequences():
+    """log Z_A = D·logsumexp(b_A) of the multinomial base model, for any (unnormalised) b_A; the
+    base bias from counts is the log of the smoothed word frequencies."""
+    from mmvi.models.units import SoftmaxUnits
+
+    units = SoftmaxUnits()
+    bias = torch.tensor([[0.3, -1.2, 2.0], [1.0, 1.0, -0.5]], dtype=torch.float64)
+    lengths = torch.tensor([3.0, 0.0], dtype=torch.float64)
+    seqs = torch.tensor(list(itertools.product(range(3), repeat=3)))
+    expected = torch.stack([torch.logsumexp(bias[0][seqs].sum(1), 0), torch.zeros((), dtype=torch.float64)])
+    torch.testing.assert_close(P._base_log_partition(units, bias, lengths), expected, rtol=0, atol=1e-12)
+    counts = torch.tensor([[2.0, 0.0, 6.0], [0.0, 0.0, 0.0]], dtype=torch.float64)
+    b = P.base_rate_bias(counts, units, eps=1e-3)
+    torch.testing.assert_close(torch.logsumexp(b, 1), torch.zeros(2, dtype=torch.float64))
+    torch.testing.assert_close(
+        b[0].exp(), 0.999 * torch.tensor([0.25, 0.0, 0.75]) + 1e-3 / 3, check_dtype=False
+    )
+    torch.testing.assert_close(b[1].exp(), torch.full((3,), 1 / 3, dtype=torch.float64))

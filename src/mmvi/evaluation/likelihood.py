@@ -11,12 +11,20 @@ examples × runs. Free energies are evaluated in float64.
 Binary data: likelihoods of Bernoulli modalities are those of binary vectors, so real-valued
 test pixels are binarised once by :func:`binarize` (Bernoulli draws from
 ``torch.Generator().manual_seed(seed)``, modality by modality in the model's order); binary data
-are left unchanged by it.
+are left unchanged by it, and so are the counts of replicated-softmax modalities.
+
+Replicated-softmax modalities (word counts) are modelled given their document lengths D
+(Salakhutdinov & Hinton 2009): P(v_m | v_rest) is P(v_m | v_rest, D_m) and the joint P(v) is
+P(v | D), its Z computed once per distinct length (tuple) in the data. Their probabilities are
+those of the document as a word sequence, Ẑ summing over the ordered sequences of length D
+(:mod:`mmvi.evaluation.partition`): −log P is in nats per document; that of the count vector
+alone is smaller by log of the multinomial coefficient D! / Π_i v_i!.
 
 Metrics (nats per example, mean over the examples used): ``cond_nll/<m>_given_rest``,
 ``cond_nll/vi`` (their sum over modalities) and ``nll``; each with ``…_stderr``, the AIS standard
 error of that mean given the examples (0.0 when exact): per-example AIS estimates are independent,
-so se(mean) = √(Σ_b se_b²) / B; the joint's log Ẑ is shared by all examples, so se(nll) = se(log Ẑ).
+so se(mean) = √(Σ_b se_b²) / B; the joint's log Z is shared by all examples (by all examples of a
+length u with replicated softmax, which then gives se(nll) = √(Σ_u (B_u/B)² se_u²)).
 """
 
 from __future__ import annotations
@@ -76,10 +84,12 @@ def conditional_log_likelihood(
     Exact when enumeration fits ``exact_limit``; otherwise AIS with ``n_ais_runs`` runs and
     ``n_betas`` steps per example, from the base model ``ais_base``: ``"meanfield"`` (per-example
     factorial model at the mean-field prediction of v_target; closest to the target, so lowest
-    variance) or ``"marginal"`` (``base_mean``: data means of v_target; None = 0.5).
+    variance) or ``"marginal"`` (``base_mean``: data means of v_target; None = 0.5). A
+    replicated-softmax target is conditioned on its document lengths (those of ``v[target]``).
     """
     rest = {m: x for m, x in v.items() if m != target}
-    view = P.free_view(model, [target], rest)
+    length = model.units[target].length(v[target])
+    view = P.free_view(model, [target], rest, None if length is None else {target: length})
     method = P.choose_exact_method(view, exact_limit)
     neg_f = _view64(view, v)
     if method is not None:
@@ -91,9 +101,13 @@ def conditional_log_likelihood(
     B = neg_f.shape[0]
     logz, se = [], []
     for start in range(0, B, batch_size):
-        given = {m: x[start : start + batch_size] for m, x in rest.items()}
-        base = P.meanfield_base_mean(model, given, target) if ais_base == "meanfield" else base_mean
-        res = P.ais_conditional_logz(model, given, target, base, n_ais_runs, n_betas, schedule, generator=g)
+        rows = slice(start, start + batch_size)
+        given = {m: x[rows] for m, x in rest.items()}
+        d = None if length is None else length[rows]
+        base = P.meanfield_base_mean(model, given, target, length=d) if ais_base == "meanfield" else base_mean
+        res = P.ais_conditional_logz(
+            model, given, target, base, n_ais_runs, n_betas, schedule, generator=g, length=d
+        )
         logz.append(res.logz)
         se.append(res.stderr)
     return neg_f - torch.cat(logz).to(neg_f.device), torch.cat(se).to(neg_f.device), False
@@ -110,14 +124,36 @@ def joint_log_likelihood(
     base_means: Mapping[str, Tensor] | None = None,
     generator: torch.Generator | int | None = None,
 ) -> tuple[Tensor, float, bool]:
-    """(log P(v) per example (B,) float64, stderr of log Ẑ (shared by all examples), exact?)."""
-    view = P.free_view(model, model.names)
-    neg_f = _view64(view, v)
+    """(log P(v) per example (B,) float64, stderr of mean_b log Z, exact?).
+
+    With replicated-softmax modalities, log P(v | D) (documents as word sequences given their
+    lengths): log Z(D) is exact or estimated (``n_ais_runs`` runs each) once per distinct length
+    (tuple) in ``v``; the stderr is then that of the mean over examples of their log Z(D_b).
+    """
+    full = {m: v[m] for m in model.names}
+    lengths = model.lengths(full)
+    view = P.free_view(model, model.names, lengths=lengths)
+    neg_f = _view64(view, full)
+    if not lengths:
+        method = P.choose_exact_method(view, exact_limit)
+        if method is not None:
+            return neg_f - P.exact_view_logz(view, exact_limit, method)[0], 0.0, True
+        res = P.ais_logz(model, base_means, n_ais_runs, n_betas, schedule, generator=generator)
+        return neg_f - res.logz.to(neg_f.device), float(res.stderr), False
+    table = torch.stack(list(lengths.values()), dim=1)  # (B, number of softmax modalities)
+    distinct, inverse, counts = torch.unique(table, dim=0, return_inverse=True, return_counts=True)
+    per_length = {m: distinct[:, i] for i, m in enumerate(lengths)}
+    view = P.free_view(model, model.names, lengths=per_length)
     method = P.choose_exact_method(view, exact_limit)
     if method is not None:
-        return neg_f - P.exact_view_logz(view, exact_limit, method)[0], 0.0, True
-    res = P.ais_logz(model, base_means, n_ais_runs, n_betas, schedule, generator=generator)
-    return neg_f - res.logz.to(neg_f.device), float(res.stderr), False
+        logz = P.exact_view_logz(view, exact_limit, method).to(neg_f.device)
+        return neg_f - logz[inverse], 0.0, True
+    res = P.ais_logz(
+        model, base_means, n_ais_runs, n_betas, schedule, generator=generator, lengths=per_length
+    )
+    share = counts.to(torch.float64) / table.shape[0]
+    se = float(torch.sqrt(((share * res.stderr.cpu()) ** 2).sum()))
+    return neg_f - res.logz.to(neg_f.device)[inverse], se, False
 
 
 def _mean_and_se(logp: Tensor, se: Tensor) -> tuple[float, float]:
@@ -125,7 +161,7 @@ def _mean_and_se(logp: Tensor, se: Tensor) -> tuple[float, float]:
 
 
 def _supported(model: MultimodalRBM, names: Iterable[str]) -> bool:
-    return all(model.units[m].name in ("bernoulli", "gaussian") for m in names)
+    return all(model.units[m].name in P.SUPPORTED_UNITS for m in names)
 
 
 @torch.no_grad()
@@ -148,9 +184,11 @@ def likelihood_metrics(
     """``cond_nll/<m>_given_rest``, ``cond_nll/vi``, ``nll`` and their ``_stderr`` on a test split.
 
     Uses the first ``n_examples`` examples (None = all), binarises the Bernoulli modalities with
-    ``binarize_seed`` (None = use as given), and draws all AIS randomness from one generator
-    seeded with ``seed``. Modalities with unit types the estimators do not support (replicated
-    softmax) are skipped with a warning (and so are ``vi`` and ``nll``).
+    ``binarize_seed`` (None = use as given; the counts of replicated-softmax modalities are never
+    binarised), and draws all AIS randomness from one generator seeded with ``seed``.
+    Replicated-softmax modalities are evaluated given their document lengths (module docstring):
+    nats per document. Modalities of unit types the estimators do not support (none of the data
+    unit types) are skipped with a warning (and so are ``vi`` and ``nll``).
     """
     model.eval()
     device = model.c.device

@@ -14,20 +14,39 @@ Its free energy and partition function are
 so that −F(v) = −Σ_{m' clamped} E_{m'}(v_{m'}) − F̂(v_free; ĉ) and
 log P(v_free | v_clamped) = −F̂(v_free; ĉ) − log Ẑ(ĉ). With nothing clamped, ĉ = c and Ẑ = Z.
 
+Replicated softmax (Salakhutdinov & Hinton 2009) conditions on the document length: a free
+replicated-softmax modality m has per-example lengths D_n (``lengths``), its states are the
+documents of exactly D_n words, and the hidden bias is scaled by the document length, ĉ = c·D +
+Σ_{clamped} W_{m'}ᵀ v_{m'} (as :meth:`MultimodalRBM.hidden_bias`). Ẑ sums over the ordered word
+sequences of length D (the convention of the RSM paper; the energy −bᵀv of
+:class:`~mmvi.models.units.SoftmaxUnits` is that of any sequence with count vector v), so
+
+    Σ_{sequences of length D} exp(vᵀa) = Σ_{count vectors v, Σv = D} (D; v) exp(vᵀa) = exp(D·logsumexp(a))
+
+and −log P(v_m | ·) = F̂ + log Ẑ is the negative log-probability, in nats per document, of the
+document as a word sequence given its length; the probability of the count vector alone is larger
+by the multinomial coefficient (D; v) = D! / Π_i v_i!. Z of the joint depends on the lengths: one
+per distinct length (tuple, with several replicated-softmax modalities).
+
 Exact: enumerate the hidden states, log Ẑ = logsumexp_h [ĉᵀh + Σ_{m free} log Σ_{v_m} exp(−E_m(v_m)
-+ v_mᵀW_m h)], or the free visible states, log Ẑ = logsumexp_v [−F̂(v; ĉ)]; the cheaper side is used.
++ v_mᵀW_m h)] (D_n·logsumexp(b_m + W_m h) for replicated softmax: a per-example term), or the free
+(Bernoulli) visible states, log Ẑ = logsumexp_v [−F̂(v; ĉ)]; the cheaper side is used.
 
 AIS (Salakhutdinov & Murray 2008): base-rate model A with visible biases b_A (logit of the data
 means), no weights, hidden bias 0; for a conditional, b_A may instead be per example (the logit of
 the model's mean-field prediction of v_free, :func:`meanfield_base_mean`: any factorial base gives
-an unbiased estimate of Ẑ, one close to the target a much smaller variance). The intermediate
+an unbiased estimate of Ẑ, one close to the target a much smaller variance). A replicated-softmax
+modality's base model is a multinomial of the document's length, v ~ Multinomial(D, softmax(b_A)),
+b_A the log word probabilities (of the data's word frequencies or of the mean-field prediction),
+log Z_A = D·logsumexp(b_A). The intermediate
 distributions interpolate the joint energies,
 E_β(v, h) = (1 − β) E_A(v) + β Ê(v, h), so that, summing out h,
 
     log p*_β(v) = −(1 − β) E_A(v) − β E_free(v) + Σ_k softplus(β (ĉ_k + Σ_m (W_mᵀ v_m)_k))
 
 with p*_0 the base model (log Z_0 = log Z_A + H log 2, analytic) and p*_1 = exp(−F̂). One
-transition at β is one Gibbs sweep: h ~ σ(β a(v)), v_m ~ units_m((1 − β) b_A,m + β (b_m + W_m h)).
+transition at β is one Gibbs sweep: h ~ σ(β a(v)), v_m ~ units_m((1 − β) b_A,m + β (b_m + W_m h))
+(for replicated softmax Multinomial(D, softmax(·)): each chain keeps its document's length).
 Runs start from exact samples of the base model; log w = Σ_k [log p*_{β_k}(v_{k−1}) −
 log p*_{β_{k−1}}(v_{k−1})] and log Ẑ ≈ log mean_runs exp(log w).
 """
@@ -36,7 +55,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 import torch.nn.functional as F
@@ -47,19 +66,24 @@ from mmvi.models.units import Units, bernoulli
 
 EXACT_LIMIT = 20
 CHUNK_ELEMENTS = 1 << 22  # elements of the largest temporary tensor of an enumeration chunk
-_AIS_UNITS = ("bernoulli", "gaussian")
+SUPPORTED_UNITS = ("bernoulli", "gaussian", "softmax")
 
 
 # --------------------------------------------------------------------------- free views
 @dataclass
 class FreeView:
-    """RBM over the free modalities ``names`` with hidden bias ``hbias`` (H,) or (B, H)."""
+    """RBM over the free modalities ``names`` with hidden bias ``hbias`` (H,) or (B, H).
+
+    ``lengths[m]`` (B,): the document lengths D of a free replicated-softmax modality m, one per
+    row of ``hbias`` (which then includes c·D).
+    """
 
     names: list[str]
     W: dict[str, Tensor]
     b: dict[str, Tensor]
     units: dict[str, Units]
     hbias: Tensor
+    lengths: dict[str, Tensor] = field(default_factory=dict)
 
     @property
     def n_hidden(self) -> int:
@@ -80,7 +104,14 @@ class FreeView:
             {m: b.detach().to(dtype) for m, b in self.b.items()},
             dict(self.units),
             self.hbias.detach().to(dtype),
+            {m: d.detach().to(dtype) for m, d in self.lengths.items()},
         )
+
+    def rows(self, index: slice, repeat: int = 1) -> FreeView:
+        """The view of rows ``index`` (an unbatched view has one row), each repeated ``repeat`` times."""
+        hbias = self.hbias.reshape(-1, self.n_hidden)[index].detach().repeat_interleave(repeat, dim=0)
+        lengths = {m: d[index].repeat_interleave(repeat, dim=0) for m, d in self.lengths.items()}
+        return FreeView(list(self.names), self.W, self.b, dict(self.units), hbias, lengths)
 
     def free_energy(self, v: Mapping[str, Tensor]) -> Tensor:
         """F̂(v_free; ĉ) per row (rows of ``v`` match the rows of ``hbias`` or broadcast)."""
@@ -89,10 +120,35 @@ class FreeView:
         return energy - F.softplus(act).sum(-1)
 
 
+def _check_lengths(lengths: Mapping[str, Tensor], rows: int | None) -> None:
+    for m, d in lengths.items():
+        if d.dim() != 1 or (rows is not None and d.shape[0] != rows):
+            raise ValueError(
+                f"lengths[{m!r}]: expected shape ({rows if rows is not None else 'B'},), got {tuple(d.shape)}"
+            )
+        if d.numel() and bool(((d < 0) | (d != d.round()) | ~torch.isfinite(d)).any()):
+            raise ValueError(f"lengths[{m!r}]: document lengths must be non-negative whole numbers")
+        rows = d.shape[0]
+
+
 def free_view(
-    model: MultimodalRBM, free: Sequence[str], given: Mapping[str, Tensor] | None = None
+    model: MultimodalRBM,
+    free: Sequence[str],
+    given: Mapping[str, Tensor] | None = None,
+    lengths: Mapping[str, Tensor] | None = None,
 ) -> FreeView:
-    """The view of ``model`` with ``free`` modalities and every other modality clamped to ``given``."""
+    """The view of ``model`` with ``free`` modalities and every other modality clamped to ``given``.
+
+    Args:
+        model: the RBM.
+        free: names of the free modalities (a non-empty subset of ``model.names``).
+        given: ``{name: (B, n_m)}`` values of every other modality.
+        lengths: ``{name: (B,)}`` document lengths D (word counts) of each free replicated-softmax
+            modality; the view's hidden bias is then c·D + Σ_clamped W_{m'}ᵀ v_{m'} (B, H).
+    Raises:
+        ValueError: unknown or no free modalities, a clamped modality not given, lengths missing
+            for a free replicated-softmax modality (or given for another), wrong shapes.
+    """
     free = list(free)
     unknown = [m for m in free if m not in model.names]
     if unknown or not free:
@@ -102,20 +158,41 @@ def free_view(
     missing = [m for m in clamped if m not in given]
     if missing:
         raise ValueError(f"modalities {missing} must be given (clamped) when {free} are free")
-    model.check_visibles({m: given[m] for m in clamped})
-    hbias = model.hidden_input({m: given[m] for m in clamped}) if clamped else model.c
+    clamped_v = {m: given[m] for m in clamped}
+    model.check_visibles(clamped_v)
+    lengths = {m: torch.as_tensor(d).to(model.c) for m, d in (lengths or {}).items()}
+    need = [m for m in free if model.units[m].name == "softmax"]
+    if [m for m in need if m not in lengths]:
+        raise ValueError(
+            f"free replicated-softmax modalities {need} need their document lengths "
+            f"(lengths={{name: (batch,) word counts}}); given for {sorted(lengths)}"
+        )
+    if [m for m in lengths if m not in need]:
+        raise ValueError(f"lengths given for {sorted(lengths)}; only free softmax modalities {need} take one")
+    _check_lengths(lengths, next(iter(clamped_v.values())).shape[0] if clamped_v else None)
+    # c scaled as MultimodalRBM.hidden_bias scales it for the full visible set, a free document of
+    # length D standing in as a one-word count vector (D,) (its hidden_scale is D)
+    scale_src = {
+        m: clamped_v[m] if m in clamped_v else lengths[m].unsqueeze(-1)
+        for m in model.names
+        if m in clamped_v or m in lengths
+    }
+    hbias = model.hidden_bias(scale_src) + model.bottom_up(clamped_v) if scale_src else model.c
     return FreeView(
         free,
         {m: model.W[m] for m in free},
         {m: model.b[m] for m in free},
         {m: model.units[m] for m in free},
         hbias,
+        lengths,
     )
 
 
 def conditional_free_energy(model: MultimodalRBM, v: Mapping[str, Tensor], target: str) -> Tensor:
     """F̂(v_target; ĉ(v_rest)) = F(v) − Σ_{m ≠ target} E_m(v_m), per example."""
-    view = free_view(model, [target], {m: x for m, x in v.items() if m != target})
+    view = free_view(
+        model, [target], {m: x for m, x in v.items() if m != target}, model.lengths({target: v[target]})
+    )
     return view.free_energy({target: v[target]})
 
 
@@ -127,15 +204,25 @@ def binary_states(start: int, stop: int, n_bits: int, dtype: torch.dtype, device
     return ((idx.unsqueeze(1) >> shifts) & 1).to(dtype)
 
 
-def _log_visible_sum(units: Units, bias: Tensor, top_down: Tensor) -> Tensor:
-    """log Σ_v exp(−E(v) + vᵀ t) for t = W h (rows of ``top_down``), summed/integrated over v."""
+def _log_visible_sum(units: Units, bias: Tensor, top_down: Tensor, length: Tensor | None = None) -> Tensor:
+    """log Σ_v exp(−E(v) + vᵀ t) for t = W h (rows of ``top_down``, (S, n)), summed/integrated over v.
+
+    Returns (S,); for replicated softmax, whose sum runs over the word sequences of length D_b
+    (``length`` (B,)), D_b·logsumexp(b + t_s): (B, S).
+    """
     act = bias + top_down
     if units.name == "bernoulli":
         return F.softplus(act).sum(-1)
     if units.name == "gaussian":
         n = bias.shape[0]
         return 0.5 * n * math.log(2 * math.pi) + 0.5 * (act**2).sum(-1) - 0.5 * (bias**2).sum()
-    raise ValueError(f"exact partition functions support bernoulli/gaussian units, not {units.name!r}")
+    if units.name == "softmax":
+        if length is None:
+            raise ValueError("a replicated-softmax sum needs the document lengths")
+        return length.unsqueeze(-1) * torch.logsumexp(act, dim=-1)
+    raise ValueError(
+        f"exact partition functions support {'/'.join(SUPPORTED_UNITS)} units, not {units.name!r}"
+    )
 
 
 def _logz_by_hidden(view: FreeView, chunk: int) -> Tensor:
@@ -146,7 +233,10 @@ def _logz_by_hidden(view: FreeView, chunk: int) -> Tensor:
     parts = []
     for start in range(0, 2**H, size):
         hs = binary_states(start, min(start + size, 2**H), H, dt, dev)
-        vis = sum(_log_visible_sum(view.units[m], view.b[m], hs @ view.W[m].T) for m in view.names)
+        vis = sum(
+            _log_visible_sum(view.units[m], view.b[m], hs @ view.W[m].T, view.lengths.get(m))
+            for m in view.names
+        )
         parts.append(torch.logsumexp(hbias @ hs.T + vis, dim=1))
     return torch.logsumexp(torch.stack(parts, 1), dim=1)
 
@@ -179,7 +269,7 @@ def choose_exact_method(view: FreeView, limit: int = EXACT_LIMIT) -> str | None:
     H, n, B = view.n_hidden, view.n_visible, view.batch
     binary = all(view.units[m].name == "bernoulli" for m in view.names)
     options = []
-    if H <= limit and all(view.units[m].name in _AIS_UNITS for m in view.names):
+    if H <= limit and all(view.units[m].name in SUPPORTED_UNITS for m in view.names):
         options.append((2.0**H * (B + n) * H, "hidden"))
     if n <= limit and binary:
         options.append((2.0**n * B * H, "visible"))
@@ -190,7 +280,11 @@ def choose_exact_method(view: FreeView, limit: int = EXACT_LIMIT) -> str | None:
 def exact_view_logz(
     view: FreeView, limit: int = EXACT_LIMIT, method: str = "auto", chunk_elements: int = CHUNK_ELEMENTS
 ) -> Tensor:
-    """Exact log Ẑ of a view in float64: (B,) (B = 1 for an unbatched hidden bias)."""
+    """Exact log Ẑ of a view in float64: (B,) (B = 1 for an unbatched hidden bias).
+
+    Raises:
+        ValueError: both enumerations above ``limit`` units, or the method cannot enumerate the view.
+    """
     if method == "auto":
         method = choose_exact_method(view, limit)
         if method is None:
@@ -211,10 +305,20 @@ def exact_view_logz(
 
 
 def exact_logz(
-    model: MultimodalRBM, limit: int = EXACT_LIMIT, method: str = "auto", chunk_elements: int = CHUNK_ELEMENTS
+    model: MultimodalRBM,
+    limit: int = EXACT_LIMIT,
+    method: str = "auto",
+    chunk_elements: int = CHUNK_ELEMENTS,
+    lengths: Mapping[str, Tensor] | None = None,
 ) -> Tensor:
-    """Exact log Z of the joint model (float64 scalar), by hidden or visible enumeration."""
-    return exact_view_logz(free_view(model, model.names), limit, method, chunk_elements)[0]
+    """Exact log Z of the joint model, by hidden or visible enumeration: a float64 scalar.
+
+    With replicated-softmax modalities, Z depends on the document lengths: ``lengths[m]`` (U,)
+    gives U length settings and the result is log Z(D_u), (U,).
+    """
+    view = free_view(model, model.names, lengths=lengths)
+    logz = exact_view_logz(view, limit, method, chunk_elements)
+    return logz if view.lengths else logz[0]
 
 
 def exact_conditional_logz(
@@ -224,11 +328,15 @@ def exact_conditional_logz(
     limit: int = EXACT_LIMIT,
     method: str = "auto",
     chunk_elements: int = CHUNK_ELEMENTS,
+    length: Tensor | None = None,
 ) -> Tensor:
-    """Exact log Ẑ(v_rest) of P(v_target | v_rest), one per example: (B,) float64."""
+    """Exact log Ẑ(v_rest) of P(v_target | v_rest), one per example: (B,) float64.
+
+    ``length`` (B,): the document lengths of a replicated-softmax target (required for one).
+    """
     given = {m: x for m, x in given.items() if m != target}
     with torch.no_grad():
-        view = free_view(model, [target], given)
+        view = free_view(model, [target], given, None if length is None else {target: length})
     return exact_view_logz(view, limit, method, chunk_elements)
 
 
@@ -284,24 +392,48 @@ def check_betas(betas: Tensor) -> None:
 
 
 def base_rate_bias(mean: Tensor, units: Units, eps: float = 1e-3) -> Tensor:
-    """Base-model visible bias from data means: logit(clamp(mean, eps, 1 − eps)) or the mean (Gaussian)."""
+    """Base-model visible bias from data means (n,) or per-example means (B, n).
+
+    Bernoulli: logit(clamp(mean, eps, 1 − eps)); Gaussian: the mean; replicated softmax: the log
+    word probabilities log((1 − eps)·p + eps/n), p = mean / Σ mean the row's word frequencies (of
+    counts or probabilities; uniform for an all-zero row), so every word keeps probability ≥ eps/n.
+    """
     if units.name == "bernoulli":
         mu = mean.clamp(eps, 1 - eps)
         return torch.log(mu) - torch.log1p(-mu)
     if units.name == "gaussian":
         return mean.clone()
-    raise ValueError(f"AIS supports bernoulli/gaussian units, not {units.name!r}")
+    if units.name == "softmax":
+        mean = mean.clamp_min(0)
+        n = mean.shape[-1]
+        total = mean.sum(-1, keepdim=True)
+        p = torch.where(total > 0, mean / total.clamp_min(torch.finfo(mean.dtype).tiny), 1.0 / n)
+        return torch.log((1 - eps) * p + eps / n)
+    raise ValueError(f"AIS supports {'/'.join(SUPPORTED_UNITS)} units, not {units.name!r}")
 
 
-def _base_log_partition(units: Units, bias: Tensor) -> Tensor:
-    """log Σ_v exp(−E_A(v)) of a factorial base model (no hidden units)."""
+def _base_log_partition(units: Units, bias: Tensor, length: Tensor | None = None) -> Tensor:
+    """log Σ_v exp(−E_A(v)) of a factorial base model (no hidden units), float64: () or (rows,).
+
+    Replicated softmax (sum over word sequences of length D, ``length`` (rows,)): D·logsumexp(b_A).
+    """
     if units.name == "bernoulli":
         return F.softplus(bias.double()).sum(-1)
+    if units.name == "softmax":
+        return length.double() * torch.logsumexp(bias.double(), dim=-1)
     return torch.tensor(0.5 * bias.shape[-1] * math.log(2 * math.pi), dtype=torch.float64)
 
 
-def _sample(units: Units, act: Tensor, generator: torch.Generator) -> Tensor:
-    """A draw of v given its total input, from ``generator``."""
+def _view_base_logz(view: FreeView, base_bias: Mapping[str, Tensor]) -> Tensor:
+    """log Z_0 of the AIS base model of a view: Σ_m log Z_A,m + H log 2, () or (B,) float64."""
+    parts = [_base_log_partition(view.units[m], base_bias[m], view.lengths.get(m)) for m in view.names]
+    return sum(p.to(view.hbias.device) for p in parts) + view.n_hidden * math.log(2)
+
+
+def _sample(units: Units, act: Tensor, generator: torch.Generator, length: Tensor | None = None) -> Tensor:
+    """A draw of v given its total input, from ``generator`` (``length``: replicated-softmax D)."""
+    if units.name == "softmax":
+        return units.sample(act, length, generator=generator)
     mean = units.mean(act)
     if units.name == "bernoulli":
         return bernoulli(mean, generator)
@@ -332,7 +464,8 @@ def ais_log_weights(
 ) -> Tensor:
     """Log importance weights (n_rows,) float64 of independent AIS runs on a view.
 
-    ``view.hbias`` is (H,) or (n_rows, H) (one row per run); ``base_bias[m]`` is (n_m,) or
+    ``view.hbias`` is (H,) or (n_rows, H) (one row per run), ``view.lengths[m]`` (n_rows,) the
+    document length of each run's replicated-softmax modality m; ``base_bias[m]`` is (n_m,) or
     (n_rows, n_m). The chains run in the view's dtype; each step's increment
     Σ_k [softplus(β_k a_k) − softplus(β_{k−1} a_k)] − (β_k − β_{k−1}) (E_free(v) − E_A(v)) is
     summed over units and accumulated in float64.
@@ -342,7 +475,8 @@ def ais_log_weights(
     b64 = betas.to(torch.float64).tolist()
     ba = {m: base_bias[m].to(dev, dt) for m in view.names}
     units, W, b = view.units, view.W, view.b
-    v = {m: _sample(units[m], ba[m].expand(n_rows, -1), generator) for m in view.names}
+    lengths = view.lengths
+    v = {m: _sample(units[m], ba[m].expand(n_rows, -1), generator, lengths.get(m)) for m in view.names}
     logw = torch.zeros(n_rows, dtype=torch.float64, device=dev)
     K = len(b64) - 1
     for k in range(1, K + 1):
@@ -357,7 +491,7 @@ def ais_log_weights(
         h = bernoulli(torch.sigmoid(b64[k] * act), generator)
         for m in view.names:
             vis_act = torch.addmm(b[m], h, W[m].T, beta=b64[k], alpha=b64[k]) + (1.0 - b64[k]) * ba[m]
-            v[m] = _sample(units[m], vis_act, generator)
+            v[m] = _sample(units[m], vis_act, generator, lengths.get(m))
     return logw
 
 
@@ -378,10 +512,35 @@ def log_mean_exp_and_stderr(log_w: Tensor, dim: int = -1) -> tuple[Tensor, Tenso
 
 def _check_ais_units(view: FreeView) -> None:
     for m in view.names:
-        if view.units[m].name not in _AIS_UNITS:
+        if view.units[m].name not in SUPPORTED_UNITS:
             raise ValueError(
-                f"AIS supports bernoulli/gaussian free modalities; {m!r} is {view.units[m].name}"
+                f"AIS supports {'/'.join(SUPPORTED_UNITS)} free modalities; {m!r} is {view.units[m].name}"
             )
+
+
+def _ais_rows(
+    view: FreeView,
+    base_bias: Mapping[str, Tensor],
+    betas: Tensor,
+    n_runs: int,
+    generator: torch.Generator,
+    max_rows: int,
+    dtype: torch.dtype,
+) -> Tensor:
+    """Log weights (B, M) (without log Z_0) of M runs for every row of a batched view.
+
+    The B rows × M runs run as one (B·M, ·) batch of chains in blocks of at most ``max_rows``
+    rows (small blocks stay in cache); ``base_bias[m]`` is (n_m,) or per row (B, n_m).
+    """
+    M, B = int(n_runs), view.batch
+    per_block = max(1, int(max_rows) // M)
+    parts = []
+    for start in range(0, B, per_block):
+        rows = slice(start, start + per_block)
+        block = view.rows(rows, M).to(dtype)
+        bb = {m: b[rows].repeat_interleave(M, dim=0) if b.dim() == 2 else b for m, b in base_bias.items()}
+        parts.append(ais_log_weights(block, bb, betas, block.batch, generator).reshape(-1, M))
+    return torch.cat(parts)
 
 
 def _base_biases(
@@ -391,8 +550,12 @@ def _base_biases(
     for m in names:
         if base_means is not None and m in base_means:
             mean = base_means[m].detach().to(model.b[m])
+        elif model.units[m].name == "bernoulli":
+            mean = torch.full_like(model.b[m], 0.5)
+        elif model.units[m].name == "softmax":
+            mean = torch.softmax(model.b[m], dim=-1)
         else:
-            mean = torch.full_like(model.b[m], 0.5) if model.units[m].name == "bernoulli" else model.b[m]
+            mean = model.b[m]
         out[m] = base_rate_bias(mean.detach(), model.units[m])
     return out
 
@@ -406,30 +569,49 @@ def ais_logz(
     schedule: str = "piecewise",
     betas: Tensor | None = None,
     generator: torch.Generator | int | None = None,
+    lengths: Mapping[str, Tensor] | None = None,
+    max_rows: int = 1024,
 ) -> AISResult:
     """AIS estimate of the joint log Z with ``n_runs`` parallel runs.
 
-    ``base_means[m]`` are data means of modality m (the base-rate model's biases are their logits);
-    a missing entry means 0.5 (Bernoulli) or the model's bias (Gaussian).
+    ``base_means[m]`` are data means of modality m (the base-rate model's biases are their logits;
+    for replicated softmax the mean counts, whose word frequencies give the base multinomial); a
+    missing entry means 0.5 (Bernoulli), the model's bias (Gaussian) or softmax of it (softmax).
+    With replicated-softmax modalities Z depends on the document lengths: ``lengths[m]`` (U,) gives
+    U length settings, estimated with ``n_runs`` runs each (U·M chains in blocks of ``max_rows``),
+    and ``logz``/``stderr``/``base_logz`` are (U,), ``log_weights`` (U, M).
     """
-    view = free_view(model, model.names)
+    view = free_view(model, model.names, lengths=lengths)
     _check_ais_units(view)
     g = make_generator(generator, model.c.device)
     betas = ais_betas(n_betas, schedule) if betas is None else betas
     ba = _base_biases(model, view.names, base_means)
-    log_w = ais_log_weights(view.to(model.c.dtype), ba, betas, int(n_runs), g)
-    base = sum(_base_log_partition(model.units[m], ba[m]) for m in view.names) + view.n_hidden * math.log(2)
-    logz, se = log_mean_exp_and_stderr(log_w + base)
-    return AISResult(logz, se, log_w + base, torch.as_tensor(base, dtype=torch.float64), len(betas) - 1)
+    base = _view_base_logz(view, ba).to(torch.float64)
+    if view.lengths:
+        log_w = _ais_rows(view, ba, betas, int(n_runs), g, max_rows, model.c.dtype) + base.unsqueeze(1)
+    else:
+        log_w = ais_log_weights(view.to(model.c.dtype), ba, betas, int(n_runs), g) + base
+    logz, se = log_mean_exp_and_stderr(log_w)
+    return AISResult(logz, se, log_w, base, len(betas) - 1)
 
 
 @torch.no_grad()
 def meanfield_base_mean(
-    model: MultimodalRBM, given: Mapping[str, Tensor], target: str, steps: int = 50, tol: float | None = 1e-5
+    model: MultimodalRBM,
+    given: Mapping[str, Tensor],
+    target: str,
+    steps: int = 50,
+    tol: float | None = 1e-5,
+    length: Tensor | None = None,
 ) -> Tensor:
-    """Per-example base means (B, n): the mean-field prediction E[v_target | v_rest] of the model."""
+    """Per-example base means (B, n): the mean-field prediction E[v_target | v_rest] of the model.
+
+    ``length`` (B,): the document lengths of a replicated-softmax target (its prediction is then
+    D·softmax, with the hidden bias scaled by D).
+    """
     given = {m: x for m, x in given.items() if m != target}
-    return model.infer_missing(given, steps=steps, tol=tol)[0][target]
+    lengths = None if length is None else {target: length}
+    return model.infer_missing(given, steps=steps, tol=tol, lengths=lengths)[0][target]
 
 
 @torch.no_grad()
@@ -444,16 +626,19 @@ def ais_conditional_logz(
     betas: Tensor | None = None,
     generator: torch.Generator | int | None = None,
     max_rows: int = 1024,
+    length: Tensor | None = None,
 ) -> AISResult:
     """AIS estimate of log Ẑ(v_rest) of P(v_target | v_rest) for every example, (B,).
 
     ``base_mean``: (n,) data means shared by all examples, or (B, n) per-example means (e.g.
-    :func:`meanfield_base_mean`); None = 0.5. The B examples × M runs run as one (B·M, ·) batch
-    of chains, in blocks of at most ``max_rows`` rows (small blocks stay in cache), each
-    example's runs sharing its clamped hidden bias ĉ.
+    :func:`meanfield_base_mean`); None = 0.5 (Bernoulli), the model's bias (Gaussian) or softmax
+    of it (replicated softmax). ``length`` (B,): the document lengths of a replicated-softmax
+    target (required for one; each example's runs draw documents of its length). The B examples ×
+    M runs run as one (B·M, ·) batch of chains, in blocks of at most ``max_rows`` rows (small
+    blocks stay in cache), each example's runs sharing its clamped hidden bias ĉ.
     """
     given = {m: x for m, x in given.items() if m != target}
-    view = free_view(model, [target], given)
+    view = free_view(model, [target], given, None if length is None else {target: length})
     _check_ais_units(view)
     g = make_generator(generator, model.c.device)
     betas = ais_betas(n_betas, schedule) if betas is None else betas
@@ -465,15 +650,7 @@ def ais_conditional_logz(
         ba = base_rate_bias(base_mean.detach().to(model.b[target]), units)
     else:
         ba = _base_biases(model, [target], None if base_mean is None else {target: base_mean})[target]
-    base = _base_log_partition(units, ba).to(view.hbias.device) + view.n_hidden * math.log(2)
-    per_block = max(1, int(max_rows) // M)
-    parts = []
-    for start in range(0, B, per_block):
-        hb = view.hbias[start : start + per_block].detach().repeat_interleave(M, dim=0)
-        block = FreeView(view.names, view.W, view.b, view.units, hb).to(model.c.dtype)
-        bb = ba[start : start + per_block].repeat_interleave(M, dim=0) if ba.dim() == 2 else ba
-        parts.append(ais_log_weights(block, {target: bb}, betas, hb.shape[0], g).reshape(-1, M))
-    base = base.expand(B).to(torch.float64)
-    log_w = torch.cat(parts) + base.unsqueeze(1)
+    base = _view_base_logz(view, {target: ba}).expand(B).to(torch.float64)
+    log_w = _ais_rows(view, {target: ba}, betas, M, g, max_rows, model.c.dtype) + base.unsqueeze(1)
     logz, se = log_mean_exp_and_stderr(log_w)
     return AISResult(logz, se, log_w, base, len(betas) - 1)

@@ -127,6 +127,28 @@ def test_incomplete_runs_are_skipped_and_listed(report):
         assert not pd.read_csv(out / "runs.csv")["run_dir"].str.contains(name).any()
 
 
+def test_measures_a_run_could_not_compute_are_shown_missing(sweep, tmp_path):
+    """Both seeds of one objective recorded their probe as missing: its cells read "missing" and
+    the reasons are listed; the other objective's numbers are unchanged."""
+    copy = tmp_path / "sweep"
+    shutil.copytree(sweep, copy, ignore=shutil.ignore_patterns("report", "wandb"))
+    for path in copy.glob("*/results.json"):
+        res = json.loads(path.read_text())
+        if res.get("choices", {}).get("objective") == "nll_cd" and res["status"] == "completed":
+            res["metrics"] = {k: v for k, v in res["metrics"].items() if not k.startswith("classify/")}
+            res["missing_metrics"] = {"classify/*": "ValueError: the probe could not be fitted"}
+            path.write_text(json.dumps(res))
+    report = compare([copy], tmp_path / "report")
+    md = (report.out_dir / "table.md").read_text()
+    assert "## Missing measures" in md and md.count("ValueError: the probe could not be fitted") == 2
+    row = next(
+        line for line in md.splitlines() if line.startswith("| ") and "nll_cd" in line and "error" not in line
+    )
+    assert row.count("| missing") >= 3  # both halves, left only, right only
+    html = (report.out_dir / "index.html").read_text()
+    assert "<h2>Missing measures</h2>" in html
+
+
 def test_markdown_tables_and_paper_figures(report):
     out, _ = report
     md = (out / "table.md").read_text()

@@ -208,8 +208,14 @@ def test_pipeline_resumes_stage_by_stage(shared_data, tmp_path):
     metrics.pop("eval/seconds"), again.pop("eval/seconds")
     assert again == pytest.approx(metrics)
 
-    # a finished stage asked for with another config is refused
-    with pytest.raises(ConfigError, match="different config"):
+    # the run folder asked for with another config is refused, naming the key and both values
+    with pytest.raises(ConfigError, match=r"holds a run of another configuration .*stages.top.epochs: 1 → 2"):
+        run(tiny_pipeline(shared_data, run_dir, ["stages.top.epochs=2"]))
+    # so is a finished stage, even without the run's record
+    (run_dir / "results.json").unlink()
+    with pytest.raises(
+        ConfigError, match=r"stage 'top' .* finished with another configuration: epochs: 1 → 2"
+    ):
         run(tiny_pipeline(shared_data, run_dir, ["stages.top.epochs=2"]))
 
 

@@ -132,7 +132,9 @@ def _reference_truncated_mp(model, v, observed, rates, T, K):
     part = [m for m in model.names if observed[m] is not None]
     full = {m: v[m] for m in model.names if observed[m] is None}
     s = 1 + sum((1 - rates[m]) * model.sizes[m] for m in part) / sum(model.sizes[m] for m in full)
-    h = torch.sigmoid(model.c + s * model.bottom_up(full) + model.bottom_up({m: observed[m] * v[m] for m in part}))
+    h = torch.sigmoid(
+        model.c + s * model.bottom_up(full) + model.bottom_up({m: observed[m] * v[m] for m in part})
+    )
     for t in range(T):
         state = {m: torch.lerp(model.visible_mean(m, h), v[m], observed[m]) for m in part}
         if t == T - K - 1:
@@ -246,14 +248,21 @@ def test_hybrid_parts_keep_their_own_data_and_sparsity():
     model = tiny_model({"x": 4, "y": 3}, n_hidden=5, std=0.7, seed=9)
     mp = MultiPrediction(mask_rate=0.1, mf_steps=2, bptt_steps=2, grow_every=0, sparsity_weight=0.1)
     pcd = ContrastiveDivergence(
-        k=1, persistent=True, n_chains=6, sparsity_weight=0.1, sparsity_form="running_average", binarize_data=True
+        k=1,
+        persistent=True,
+        n_chains=6,
+        sparsity_weight=0.1,
+        sparsity_form="running_average",
+        binarize_data=True,
     )
     mix = Mixture(minvi=mp, nll=pcd, alpha=0.5)
     mix.setup(model)
     batches = {}
     for name, part in (("mp", mp), ("pcd", pcd)):
         original = part.terms
-        part.terms = lambda model, v, name=name, original=original: batches.setdefault(name, v) and original(model, v)
+        part.terms = lambda model, v, name=name, original=original: (
+            batches.setdefault(name, v) and original(model, v)
+        )
     v = _batch(model)
     _, logs = mix(model, v)
     assert "minvi/sparsity" in logs and "nll/sparsity" in logs

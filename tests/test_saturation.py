@@ -30,7 +30,9 @@ def _one_unit_model(left_bias: float) -> MultimodalRBM:
     return model
 
 
-@pytest.mark.parametrize(("bit", "expected"), [(1.0, math.log1p(math.exp(-20.0))), (0.0, math.log1p(math.exp(20.0)))])
+@pytest.mark.parametrize(
+    ("bit", "expected"), [(1.0, math.log1p(math.exp(-20.0))), (0.0, math.log1p(math.exp(20.0)))]
+)
 def test_reported_case_gives_the_exact_cross_entropy(bit, expected):
     model = _one_unit_model(20.0)
     v = {"left": torch.tensor([[bit]]), "right": torch.tensor([[1.0]])}
@@ -91,19 +93,19 @@ def test_saturated_model_gives_finite_float32_measures_equal_to_float64():
 
 def test_a_measure_that_cannot_be_computed_is_recorded_missing(tmp_path, capsys):
     metrics = Measures({"cond_ce/left_given_right": 71.0, "nll": float("nan")})
-    metrics.attempt("classify", lambda: 1 / 0)
+    metrics.attempt("classify/*", lambda: 1 / 0)
     with RunRecord(tmp_path, {"config": {}}) as record:
         good = record.complete(metrics)
     res = json.loads((tmp_path / "results.json").read_text())
     assert res["status"] == "completed"
     assert res["metrics"] == good == {"cond_ce/left_given_right": 71.0}
     assert res["missing_metrics"] == {
-        "classify": "ZeroDivisionError: division by zero",
+        "classify/*": "ZeroDivisionError: division by zero",
         "nll": "non-finite value (nan)",
     }
     err = capsys.readouterr().err.strip().splitlines()
     assert err == [
-        "warning: classify could not be computed: ZeroDivisionError: division by zero",
+        "warning: classify/* could not be computed: ZeroDivisionError: division by zero",
         "warning: nll could not be computed: non-finite value (nan)",
     ]
 

@@ -35,7 +35,9 @@ from mmvi.report.plots import Plot, make_curve_plots, make_plots
 from mmvi.report.tables import (
     Aggregate,
     aggregate,
+    mark_missing,
     measure_tables,
+    missing_table,
     running_table,
     shown_path,
     skipped_table,
@@ -99,7 +101,8 @@ def compare(
     live = refresh is not None
     skipped_runs = [s for s in collection.skipped if not (live and s.status == "running")]
     agg = aggregate(collection, base=out_dir)
-    tables = measure_tables(agg)
+    tables = mark_missing(measure_tables(agg), agg, collection.runs, out_dir)
+    missing = missing_table(collection.runs, out_dir)
     skipped = skipped_table(skipped_runs, out_dir)
     running = running_table(collection.running, collection.runs, out_dir) if live else None
     claims, errors = check_claims(agg, tol_pp)
@@ -114,6 +117,8 @@ def compare(
     markdown = "\n".join(to_markdown(t) for t in tables) if tables else "No completed runs.\n"
     intro = "# Comparison\n\n" + "".join(f"{line}  \n" for line in header) + "\n"
     extra = to_markdown(running) + "\n" if running is not None else ""
+    if missing.rows:
+        extra += to_markdown(missing) + "\n"
     write_text_atomic(out_dir / "table.md", intro + markdown + "\n" + extra + to_markdown(skipped))
     paper_md = "# The paper beside ours\n\n" + claim_note(tol_pp) + "\n\n"
     paper_md += "\n".join(to_markdown(t) for t in (claims_table(claims), errors, mirflickr))
@@ -132,6 +137,7 @@ def compare(
         claim_note=claim_note(tol_pp),
         running=running,
         refresh=max(1, int(round(refresh))) if live else None,
+        missing=missing,
     )
     write_text_atomic(out_dir / "index.html", render(page))
     return Report(out_dir, collection, agg, plots, markdown)

@@ -1,11 +1,15 @@
 """Validation of a composed config before anything is built or trained.
 
 Hydra already rejects unknown group options and unknown keys (struct mode); this adds the
-value checks: each failure is a :class:`ConfigError` naming the key and what is allowed.
+value checks of every group (data, model, objective, optimiser, trainer, evaluation, the deep
+pipeline's stages): each failure is a :class:`ConfigError` naming the key and what is allowed,
+raised before any data are read or any training starts (a bad evaluation setting must not be
+discovered after the training it evaluates).
 """
 
 from __future__ import annotations
 
+import inspect
 import math
 from collections.abc import Callable, Mapping
 from typing import Any
@@ -37,30 +41,86 @@ def _number(key: str, value: Any, ok: Callable[[float], bool], allowed: str) -> 
         raise ConfigError(f"{key}={value!r} is out of range; allowed: {allowed}")
 
 
+def _int(low: int) -> tuple[Callable[[float], bool], str]:
+    return (lambda x: x >= low and x == int(x)), f"an integer >= {low}"
+
+
+INT0, INT1 = _int(0), _int(1)
+# objective settings, checked under "objective." and under the hybrid's "objective.minvi." / "objective.nll."
+OBJECTIVE_RULES: list[tuple[str, Callable[[float], bool], str]] = [
+    ("mask_rate", lambda x: 0 <= x <= 1, "a number in [0, 1]"),
+    ("p_modality", lambda x: 0 <= x < 1, "a number in [0, 1)"),
+    ("alpha", lambda x: 0 <= x <= 1, "a number in [0, 1]"),
+    ("k", *INT1),
+    ("mf_steps", *INT1),
+    ("bptt_steps", *INT1),
+    ("grow_every", *INT0),
+    ("n_chains", *INT1),
+    ("sparsity_weight", lambda x: x >= 0, "a number >= 0"),
+    ("sparsity_target", lambda x: 0 < x < 1, "a number in (0, 1)"),
+    ("hidden_clamp", lambda x: 0 <= x < 0.5, "a number in [0, 0.5) or null"),
+]
+OBJECTIVE_PREFIXES = ("objective.", "objective.minvi.", "objective.nll.")
 RULES: list[tuple[str, Callable[[float], bool], str]] = [
     ("optim.lr", lambda x: x > 0, "a number > 0"),
     ("optim.lr_decay", lambda x: x >= 0, "a number >= 0"),
     ("optim.momentum", lambda x: 0 <= x < 1, "a number in [0, 1)"),
     ("optim.momentum_initial", lambda x: 0 <= x < 1, "a number in [0, 1)"),
-    ("optim.momentum_switch_epoch", lambda x: x >= 0 and x == int(x), "an integer >= 0"),
+    ("optim.momentum_switch_epoch", *INT0),
     ("optim.weight_decay", lambda x: x >= 0, "a number >= 0"),
-    ("model.n_hidden", lambda x: x >= 1 and x == int(x), "an integer >= 1"),
+    ("model.n_hidden", *INT1),
+    ("model.n_joint", *INT1),
     ("model.init_std", lambda x: x > 0, "a number > 0"),
-    ("model.mf_steps", lambda x: x >= 1 and x == int(x), "an integer >= 1"),
+    ("model.mf_steps", *INT1),
     ("model.mf_tol", lambda x: x >= 0, "a number >= 0 (or null)"),
-    ("data.batch_size", lambda x: x >= 1 and x == int(x), "an integer >= 1"),
+    ("data.batch_size", *INT1),
+    ("data.eval_batch_size", *INT1),
     ("trainer.max_epochs", lambda x: x >= 0 and x == int(x), "an integer >= 0 (or -1)"),
-    ("objective.mask_rate", lambda x: 0 <= x <= 1, "a number in [0, 1]"),
-    ("objective.minvi.mask_rate", lambda x: 0 <= x <= 1, "a number in [0, 1]"),
-    ("objective.alpha", lambda x: 0 <= x <= 1, "a number in [0, 1]"),
-    ("objective.k", lambda x: x >= 1 and x == int(x), "an integer >= 1"),
-    ("objective.mf_steps", lambda x: x >= 1 and x == int(x), "an integer >= 1"),
-    ("objective.bptt_steps", lambda x: x >= 1 and x == int(x), "an integer >= 1"),
-    ("objective.n_chains", lambda x: x >= 1 and x == int(x), "an integer >= 1"),
-    ("objective.sparsity_weight", lambda x: x >= 0, "a number >= 0"),
-    ("objective.sparsity_target", lambda x: 0 < x < 1, "a number in (0, 1)"),
-    ("evaluation.mf_steps", lambda x: x >= 0 and x == int(x), "an integer >= 0"),
+    *((prefix + key, ok, allowed) for prefix in OBJECTIVE_PREFIXES for key, ok, allowed in OBJECTIVE_RULES),
     ("nonfinite.backoff", lambda x: 0 < x < 1, "a number in (0, 1)"),
+    ("nonfinite.max_consecutive", *INT0),
+    # evaluation (conf/evaluation)
+    ("evaluation.mf_steps", *INT0),
+    ("evaluation.mf_tol", lambda x: x >= 0, "a number >= 0 (or null)"),
+    ("evaluation.batch_size", *INT1),
+    ("evaluation.n_generation", *INT0),
+    ("evaluation.classifier.max_extensions", *INT0),
+    ("evaluation.classifier.max_train", *INT1),
+    ("evaluation.likelihood.n_examples", *INT1),
+    ("evaluation.likelihood.n_ais_runs", *INT1),
+    ("evaluation.likelihood.n_betas", *_int(3)),
+    ("evaluation.likelihood.joint_ais_runs", *INT1),
+    ("evaluation.likelihood.joint_betas", *_int(3)),
+    ("evaluation.likelihood.exact_limit", lambda x: 0 <= x <= 30 and x == int(x), "an integer in [0, 30]"),
+    ("evaluation.likelihood.seed", *INT0),
+    ("evaluation.likelihood.binarize_seed", *INT0),
+    ("evaluation.likelihood.batch_size", *INT1),
+    ("evaluation.retrieval.k", *INT1),
+    ("evaluation.retrieval.n_figure_queries", *INT0),
+    ("evaluation.retrieval.figure_k", *INT1),
+    # the deep pipeline (conf/deep.yaml)
+    ("stages.chunk", *INT1),
+    ("stages.pathway.epochs", *INT0),
+    ("stages.pathway.batch_size", *INT1),
+    ("stages.top.epochs", *INT0),
+    ("stages.top.batch_size", *INT1),
+]
+CHOICES: list[tuple[str, tuple]] = [
+    ("nonfinite.policy", ("backoff", "stop")),
+    *((prefix + "k_schedule", ("fixed", "ramp")) for prefix in OBJECTIVE_PREFIXES),
+    *((prefix + "sparsity_form", ("exact", "running_average")) for prefix in OBJECTIVE_PREFIXES),
+    ("evaluation.inference", ("native", "converged")),
+    ("evaluation.classifier.refit", ("train_val", "train")),
+    ("evaluation.likelihood.ais_base", ("meanfield", "marginal")),
+    ("evaluation.likelihood.schedule", ("piecewise", "linear")),
+]
+FLAGS = [
+    *(prefix + key for prefix in OBJECTIVE_PREFIXES for key in ("binarize_data", "persistent")),
+    "optim.momentum_dampening",
+    "trainer.enable_progress_bar",
+    "evaluation.likelihood.enabled",
+    "evaluation.retrieval.enabled",
+    "compile",
 ]
 
 
@@ -72,10 +132,115 @@ def validate_config(cfg: DictConfig | Mapping) -> None:
         if key == "trainer.max_epochs" and value == -1:
             continue
         _number(key, value, ok, allowed)
-    policy = _get(c, "nonfinite.policy")
-    if policy is not None and policy not in ("backoff", "stop"):
-        raise ConfigError(f"nonfinite.policy={policy!r} is not allowed; allowed: backoff, stop")
+    for key, allowed in CHOICES:
+        value = _get(c, key)
+        if value is not None and value not in allowed:
+            raise ConfigError(f"{key}={value!r} is not allowed; allowed: {', '.join(allowed)}")
+    for key in FLAGS:
+        value = _get(c, key)
+        if value is not None and not isinstance(value, bool):
+            raise ConfigError(f"{key}={value!r} has the wrong type; allowed: true, false")
+    check_lists(c)
+    check_stages(c)
     check_modalities(c)
+
+
+def check_lists(c: Mapping) -> None:
+    """List-valued settings: the probe's C grid, data split caps."""
+    Cs = _get(c, "evaluation.classifier.Cs")
+    if Cs is not None:
+        ok = (
+            isinstance(Cs, list | tuple)
+            and Cs
+            and all(
+                isinstance(x, int | float) and not isinstance(x, bool) and math.isfinite(x) and x > 0
+                for x in Cs
+            )
+        )
+        if not ok:
+            raise ConfigError(
+                f"evaluation.classifier.Cs={Cs!r} is not allowed; allowed: a non-empty list of numbers > 0"
+            )
+    caps = _get(c, "data.max_examples")
+    if caps is not None and not isinstance(caps, Mapping):
+        raise ConfigError(
+            f"data.max_examples={caps!r} is not allowed; allowed: a mapping of splits to sizes, "
+            "e.g. 'data.max_examples={train:1000,val:200,test:200}' (quoted for the shell)"
+        )
+    if isinstance(caps, Mapping):
+        for split, n in caps.items():
+            _number(f"data.max_examples.{split}", n, *INT1)
+
+
+def check_stages(c: Mapping) -> None:
+    """The deep pipeline's per-layer and fine-tuning settings."""
+    for name, s in (_get(c, "stages.pathway.layers") or {}).items():
+        for key, rule in (("epochs", INT0), ("batch_size", INT1)):
+            _number(f"stages.pathway.layers.{name}.{key}", (s or {}).get(key), *rule)
+    for name, s in (_get(c, "stages.finetune") or {}).items():
+        if not s:
+            continue
+        where = f"stages.finetune.{name}"
+        _number(f"{where}.epochs", s.get("epochs"), *INT0)
+        _number(f"{where}.batch_size", s.get("batch_size"), *INT1)
+        trainable = s.get("trainable")
+        if trainable is not None and trainable not in ("all", "top"):
+            raise ConfigError(f"{where}.trainable={trainable!r} is not allowed; allowed: all, top")
+        opt = s.get("optimizer") or {}
+        if opt.get("name") is not None and opt["name"] not in ("adam", "sgd"):
+            raise ConfigError(f"{where}.optimizer.name={opt['name']!r} is not allowed; allowed: adam, sgd")
+        _number(f"{where}.optimizer.lr", opt.get("lr"), lambda x: x > 0, "a number > 0")
+        obj = s.get("objective") or {}
+        _number(f"{where}.objective.steps", obj.get("steps"), *INT0)
+        _number(f"{where}.objective.bptt_steps", obj.get("bptt_steps"), *INT1)
+        _number(
+            f"{where}.objective.mask_rate", obj.get("mask_rate"), lambda x: 0 <= x < 1, "a number in [0, 1)"
+        )
+
+
+def one_line(exc: BaseException) -> str:
+    """The message of an error raised while building an object from the config, on one line
+    (Hydra's InstantiationException is unwrapped to its cause)."""
+    cause = exc.__cause__ if exc.__cause__ is not None else exc
+    text = " ".join(str(cause).split())
+    full_key = getattr(exc, "full_key", None) or ""
+    return f"{full_key}: {text}" if full_key and full_key not in text else text
+
+
+def instantiate_checked(node: Any, **kwargs: Any) -> Any:
+    """``hydra.utils.instantiate(node)``; a constructor that refuses a value raises a one-line
+    :class:`ConfigError` (a data error raised inside keeps its own type)."""
+    from hydra.errors import InstantiationException
+    from hydra.utils import instantiate
+
+    try:
+        return instantiate(node, _convert_="all", **kwargs)
+    except InstantiationException as exc:
+        from mmvi.data.base import DataError
+
+        cause = exc.__cause__
+        if isinstance(cause, DataError | FileNotFoundError):
+            raise cause from None
+        raise ConfigError(one_line(exc)) from None
+
+
+def check_evaluation_arguments(evaluation: Any) -> None:
+    """Every key of the ``evaluation`` group must be an argument of its ``_target_`` (checked before
+    training: the evaluation is only called after it)."""
+    if evaluation is None:
+        return
+    fn = instantiate_checked(evaluation)
+    target = getattr(fn, "func", fn)
+    keywords = getattr(fn, "keywords", {})
+    params = inspect.signature(target).parameters
+    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()):
+        return
+    unknown = sorted(set(keywords) - set(params))
+    if unknown:
+        raise ConfigError(
+            f"evaluation.{unknown[0]} is not a setting of {target.__module__}.{target.__name__}; "
+            f"allowed: {', '.join(k for k in params if k not in ('model', 'dm', 'out_dir', 'native_steps'))}"
+        )
 
 
 def check_modalities(c: Mapping) -> None:

@@ -1,8 +1,14 @@
 """Evaluate a trained checkpoint: ``python -m mmvi.eval ckpt_path=<run>/checkpoints/last.ckpt``.
 
+    python -m mmvi.eval ckpt_path=<run>/checkpoints/last.ckpt evaluation.likelihood.enabled=true
+    python -m mmvi.eval ckpt_path=<run>/checkpoints/last.ckpt +data=arrays 'data.files={...}'  # other data
+
 The model is rebuilt from the checkpoint's own hyper-parameters and the data from the training
-run's ``config_resolved.json`` (so an experiment's model is never replaced by a default one).
-Writes ``results.json`` (status completed/failed) into the eval run folder.
+run's ``config_resolved.json`` (so an experiment's model is never replaced by a default one), or
+from a data config given with ``+data=<option>``; the data module receives the data state the
+checkpoint holds (e.g. the training split's standardisation statistics). Writes ``results.json``
+(status completed/failed) into the eval run folder. A user error (missing checkpoint, bad value)
+ends the command with one line and exit status 2, before any work.
 """
 
 from __future__ import annotations
@@ -16,38 +22,73 @@ import lightning.pytorch as pl
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
+from mmvi.api import preflight, print_summary, run_metadata, run_task
+from mmvi.config_check import check_evaluation_arguments, instantiate_checked, validate_config
+from mmvi.data.base import MultimodalDataModule, load_data_state
+from mmvi.fingerprint import CHECKPOINT_KEY, check_run_folder, data_digest, fingerprint
 from mmvi.lit.module import MultimodalLitModule
-from mmvi.train import print_summary, run_metadata
-from mmvi.utils import RunRecord
+from mmvi.utils import RunRecord, write_json_atomic
 
 log = logging.getLogger(__name__)
 
 
 def training_config(ckpt_path: Path) -> dict:
-    """The resolved config saved by the run that wrote ``ckpt_path`` (``<run>/checkpoints/x.ckpt``)."""
+    """The resolved config saved by the run that wrote ``ckpt_path`` (``<run>/checkpoints/x.ckpt``).
+
+    Raises:
+        FileNotFoundError: no ``config_resolved.json`` beside the checkpoint's run folder.
+    """
     saved = ckpt_path.resolve().parent.parent / "config_resolved.json"
     if not saved.is_file():
         raise FileNotFoundError(
-            f"{saved} not found: cannot tell which data the checkpoint was trained on; pass data=... explicitly"
+            f"{saved} not found: cannot tell which data the checkpoint was trained on; "
+            "name the data with +data=<option> (e.g. +data=mnist data.data_dir=<folder>)"
         )
     return json.loads(saved.read_text())["config"]
 
 
+def evaluation_fingerprint(cfg: DictConfig, ckpt: Path, data_cfg: dict, checkpoint: dict) -> dict:
+    """What an evaluation's numbers depend on: the checkpoint (its training fingerprint, or its
+    path when it has none), the data and the evaluation settings."""
+    trained = checkpoint.get(CHECKPOINT_KEY) or {}
+    config = {"data": data_cfg, "evaluation": OmegaConf.to_container(cfg.evaluation, resolve=True)}
+    config["seed"] = int(cfg.seed)
+    fp = fingerprint(config)
+    fp["settings"]["checkpoint"] = trained.get("digest") or str(ckpt.resolve())
+    return fp
+
+
 def evaluate_checkpoint(cfg: DictConfig) -> dict[str, float]:
-    ckpt = Path(cfg.ckpt_path)
-    if not ckpt.is_file():
-        raise FileNotFoundError(f"ckpt_path={ckpt}: no such checkpoint file")
+    """Evaluate ``cfg.ckpt_path``; return the metrics (see the module docstring)."""
     out_dir = Path(cfg.paths.output_dir)
-    with RunRecord(out_dir, run_metadata(cfg), checkpoint=str(ckpt)) as record:
-        pl.seed_everything(int(cfg.seed))
-        lit = MultimodalLitModule.load_from_checkpoint(str(ckpt), map_location="cpu")
+    meta = run_metadata(cfg)
+    with preflight(out_dir, meta):
+        ckpt = Path(str(cfg.ckpt_path))
+        if not ckpt.is_file():
+            raise FileNotFoundError(f"ckpt_path={ckpt}: no such checkpoint file")
+        validate_config(cfg)
+        check_evaluation_arguments(cfg.evaluation)
         data_cfg = (
             OmegaConf.to_container(cfg.data, resolve=True)
             if cfg.get("data")
             else training_config(ckpt)["data"]
         )
-        dm = instantiate(data_cfg, _convert_="all")
+        import torch
+
+        checkpoint = torch.load(str(ckpt), map_location="cpu", weights_only=False)
+        fp = evaluation_fingerprint(cfg, ckpt, data_cfg, checkpoint)
+        check_run_folder(out_dir, fp, checkpoint=out_dir / "none")
+        pl.seed_everything(int(cfg.seed))
+        lit = MultimodalLitModule.load_from_checkpoint(str(ckpt), map_location="cpu")
+        dm: MultimodalDataModule = instantiate_checked(data_cfg)
+        load_data_state(dm, checkpoint)
         dm.setup()
+        fp = {**fp, "data_digest": data_digest(dm.splits)}
+        check_run_folder(out_dir, fp, checkpoint=out_dir / "none")
+    meta = {**meta, "fingerprint": fp, "data_config": data_cfg}
+    out_dir.mkdir(parents=True, exist_ok=True)
+    write_json_atomic(out_dir / "config_resolved.json", meta)
+    with RunRecord(out_dir, meta, checkpoint=str(ckpt)) as record:
         evaluate = instantiate(cfg.evaluation, _convert_="all")
         metrics, artefacts = evaluate(
             model=lit.model, dm=dm, out_dir=out_dir, native_steps=lit.objective.native_inference_steps
@@ -58,8 +99,8 @@ def evaluate_checkpoint(cfg: DictConfig) -> dict[str, float]:
 
 
 @hydra.main(version_base="1.3", config_path="../../conf", config_name="eval")
-def main(cfg: DictConfig) -> None:
-    evaluate_checkpoint(cfg)
+def main(cfg: DictConfig) -> float | None:
+    return run_task(evaluate_checkpoint, cfg)
 
 
 if __name__ == "__main__":

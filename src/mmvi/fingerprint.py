@@ -17,6 +17,7 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import Iterable, Mapping
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -118,6 +119,16 @@ def tensor_digest(tensors: Iterable[tuple[str, torch.Tensor]]) -> str:
     return h.hexdigest()[:16]
 
 
+def data_digest(splits: Mapping[str, Any]) -> str:
+    """Digest of loaded data: every split's modality tensors and labels (``{split: Split}``)."""
+    items = []
+    for name in sorted(splits):
+        split = splits[name]
+        items += [(f"{name}/{m}", split.modalities[m]) for m in sorted(split.modalities)]
+        items.append((f"{name}/labels", split.labels))
+    return tensor_digest(items)
+
+
 def fingerprint(config: Mapping[str, Any], data_digest: str | None = None) -> dict[str, Any]:
     """``{"digest", "settings", "data_digest"}`` of a resolved config (and the loaded data)."""
     settings = result_settings(config)
@@ -161,3 +172,72 @@ def describe(diffs: list[tuple[str, Any, Any]], limit: int = 6) -> str:
     if len(diffs) > limit:
         parts.append(f"… and {len(diffs) - limit} more")
     return "; ".join(parts)
+
+
+# ----------------------------------------------------------------------------- run folders
+CHECKPOINT_KEY = "mmvi_fingerprint"
+
+
+def checkpoint_fingerprint(path: str | Path) -> tuple[dict | None, bool]:
+    """(fingerprint, complete?) a checkpoint records: ours, else the settings its hyper-parameters
+    hold (model, objective, optimiser, seed: a partial fingerprint); (None, False) if unreadable."""
+    try:
+        ckpt = torch.load(str(path), map_location="cpu", weights_only=False)
+    except Exception:  # noqa: BLE001 - any unreadable file: nothing recorded
+        return None, False
+    if CHECKPOINT_KEY in ckpt:
+        return ckpt[CHECKPOINT_KEY], True
+    hp = ckpt.get("hyper_parameters") or {}
+    keys = {k: hp[k] for k in ("model", "objective", "optim", "seed", "nonfinite") if k in hp}
+    return (fingerprint(keys) if keys else None), False
+
+
+def recorded_fingerprints(folder: Path, checkpoint: str | Path | None = None) -> list[tuple[str, dict, bool]]:
+    """``(source, fingerprint, complete?)`` of the work a run folder holds: a completed
+    ``results.json`` and the checkpoint a resume would start from (``checkpoint``, default
+    ``checkpoints/last.ckpt``). Failed or unfinished records without a checkpoint hold no work."""
+    from mmvi.utils import RESULTS_FILE, read_results
+
+    out = []
+    res_path = Path(folder) / RESULTS_FILE
+    try:
+        res = read_results(res_path) if res_path.is_file() else {}
+    except (OSError, ValueError):
+        res = {}
+    if res.get("status") == "completed":
+        if "fingerprint" in res:
+            out.append((str(res_path), res["fingerprint"], True))
+        elif res.get("config"):
+            out.append((str(res_path), fingerprint(res["config"]), False))
+    ckpt = Path(checkpoint) if checkpoint else Path(folder) / "checkpoints" / "last.ckpt"
+    if ckpt.is_file():
+        fp, complete = checkpoint_fingerprint(ckpt)
+        if fp is not None:
+            out.append((str(ckpt), fp, complete))
+    return out
+
+
+def check_run_folder(folder: Path, new: Mapping[str, Any], checkpoint: str | Path | None = None) -> None:
+    """Refuse (one line) to resume or relabel a folder that holds another configuration's run.
+
+    ``new`` is the requested fingerprint; a recorded one that differs in any result-defining
+    setting (a raised ``trainer.max_epochs`` continues the run) or in the data raises.
+
+    Raises:
+        ConfigError: naming the differing keys, their old and new values and the two ways forward.
+    """
+    from mmvi.config_check import ConfigError
+
+    for source, old, complete in recorded_fingerprints(folder, checkpoint):
+        diffs = differences(old, new) if complete else partial_differences(old, new)
+        if diffs:
+            raise ConfigError(
+                f"{folder} holds a run of another configuration ({Path(source).name}): {describe(diffs)}; "
+                "use a new folder (hydra.run.dir=<new folder>) or ckpt_path=none to start over in this one"
+            )
+
+
+def partial_differences(old: Mapping[str, Any], new: Mapping[str, Any]) -> list[tuple[str, Any, Any]]:
+    """:func:`differences` restricted to the keys ``old`` records (a partial, older fingerprint)."""
+    keys = set(flatten(old.get("settings", old)))
+    return [d for d in differences(old, new) if d[0] in keys]

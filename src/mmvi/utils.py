@@ -63,12 +63,35 @@ def write_results(folder: str | Path, status: str, **fields: Any) -> Path:
     return write_json_atomic(Path(folder) / RESULTS_FILE, {"status": status, **fields})
 
 
+def set_aside(path: str | Path, stamp: float | None = None) -> Path:
+    """Rename ``path`` (a file or folder) to ``<stem>.<YYYYmmdd-HHMMSS><suffix>`` beside it; return the new path."""
+    path = Path(path)
+    label = time.strftime("%Y%m%d-%H%M%S", time.localtime(stamp or time.time()))
+    target = path.with_name(f"{path.stem}.{label}{path.suffix}")
+    n = 1
+    while target.exists():
+        target = path.with_name(f"{path.stem}.{label}-{n}{path.suffix}")
+        n += 1
+    path.rename(target)
+    return target
+
+
 def read_results(path: str | Path) -> dict:
     """Read a ``results.json`` (or the one inside a run folder)."""
     path = Path(path)
     if path.is_dir():
         path = path / RESULTS_FILE
     return json.loads(path.read_text())
+
+
+def is_missing(name: str, missing: Mapping[str, str]) -> str | None:
+    """The reason measure ``name`` is missing, if a pattern of ``missing`` names it (else None)."""
+    from fnmatch import fnmatchcase
+
+    for pattern, reason in missing.items():
+        if any(fnmatchcase(name, p) for p in pattern.split()):
+            return reason
+    return None
 
 
 def finite_metrics(metrics: dict[str, float]) -> tuple[dict[str, float], list[str]]:
@@ -82,10 +105,11 @@ COMPUTE_ERRORS = (ArithmeticError, ValueError, RuntimeError, IndexError)
 
 
 class Measures(dict):
-    """Metric name → value, and ``missing``: name (or family, e.g. ``classify``) → why it is missing.
+    """Metric name → value, and ``missing``: name pattern → why those measures are missing.
 
     :meth:`attempt` runs one family of measures; an error of the computation marks the family
-    missing with its reason instead of losing the others.
+    missing with its reason instead of losing the others. A pattern is one or more shell-style
+    patterns separated by spaces (``"classify/*"``, ``"cond_nll/* nll*"``); a metric name is one.
     """
 
     def __init__(self, *args, **kwargs) -> None:
@@ -102,7 +126,8 @@ class Measures(dict):
 class RunRecord:
     """The ``results.json`` of one run, as a context manager.
 
-    On entry it writes status ``running``; :meth:`complete` writes ``completed`` with the finite
+    On entry it writes status ``running`` (a completed record already there is first renamed aside
+    with its timestamp, :func:`set_aside`); :meth:`complete` writes ``completed`` with the finite
     metrics and, under ``missing_metrics``, each measure that could not be computed (a non-finite
     value, or a family of :class:`Measures` whose computation failed) with its reason; an exception
     leaving the block writes ``failed`` with its reason (and propagates). ``write=False`` (e.g. a
@@ -122,6 +147,15 @@ class RunRecord:
             write_results(self.folder, status, **self.fields, started=self.started)
 
     def __enter__(self) -> RunRecord:
+        path = self.folder / RESULTS_FILE
+        if self.write and path.is_file():
+            try:
+                completed = read_results(path).get("status") == "completed"
+            except (OSError, ValueError):
+                completed = False
+            if completed:  # a completed result is never replaced: it is kept beside the new attempt
+                kept = set_aside(path)
+                print(f"kept the earlier completed record of {self.folder} as {kept.name}", file=sys.stderr)
         self.update("running")
         return self
 

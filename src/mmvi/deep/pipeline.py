@@ -34,10 +34,22 @@ from pathlib import Path
 
 import hydra
 import lightning.pytorch as pl
+import torch
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
-from mmvi.config_check import ConfigError, validate_config
+from mmvi.api import (
+    complete_modalities,
+    finish_wandb,
+    instantiate_dict,
+    log_to_loggers,
+    preflight,
+    print_summary,
+    run_metadata,
+    run_task,
+    start_over,
+)
+from mmvi.config_check import ConfigError, check_evaluation_arguments, instantiate_checked, validate_config
 from mmvi.data.base import MultimodalDataModule, Split
 from mmvi.deep.dbm import JOINT_STAGE, check_joint_settings, top_training, train_joint
 from mmvi.deep.finetune import FinetuneLitModule
@@ -53,23 +65,16 @@ from mmvi.deep.stages import (
     keep_rows,
     map_split,
 )
+from mmvi.fingerprint import check_run_folder, data_digest, fingerprint
 from mmvi.lit.module import MultimodalLitModule
 from mmvi.models.dbm import MultimodalDBM
 from mmvi.models.deep import MDRNN
-from mmvi.train import (
-    complete_modalities,
-    finish_wandb,
-    instantiate_dict,
-    log_to_loggers,
-    print_summary,
-    run_metadata,
-    run_task,
-)
-from mmvi.utils import RESULTS_FILE, RunRecord, finite_metrics, read_results, write_json_atomic
+from mmvi.utils import RESULTS_FILE, RunRecord, atomic_path, finite_metrics, read_results, write_json_atomic
 
 log = logging.getLogger(__name__)
 
 FIT_SPLITS = ("train", "val")
+MODEL_FILE = "model.pt"  # the whole model after the last stage run
 # data keys that do not change the examples (left out of the stage specs)
 LOADER_KEYS = ("batch_size", "eval_batch_size", "num_workers", "on_device")
 
@@ -290,6 +295,27 @@ def stage_measures(folder: Path) -> dict[str, float]:
         return {}
 
 
+DBM_OBJECTIVE = "nll_dbm"  # the label of the multimodal DBM's joint maximum-likelihood training
+
+
+def record_dbm_training(meta: dict) -> None:
+    """``model=mdbm`` is trained by maximum likelihood with ``stages.joint`` (its objective and
+    optimiser), not by the ``objective``/``optim`` groups: the run records what it actually ran
+    (objective ``nll_dbm``), so a report never files it under the groups' MinVI default."""
+    config = meta["config"]
+    if not str(config["model"].get("_target_", "")).endswith("MultimodalDBM"):
+        return
+    joint = (config.get("stages") or {}).get(JOINT_STAGE) or {}
+    given = meta.get("choices", {}).get("objective")
+    if given and given != DBM_OBJECTIVE:
+        log.info(
+            "model=mdbm: trained by stages.joint (maximum likelihood); objective=%s does not apply", given
+        )
+    config["objective"] = joint.get("objective")
+    config["optim"] = joint.get("optim")
+    meta.setdefault("choices", {}).update(objective=DBM_OBJECTIVE, optim=f"stages.{JOINT_STAGE}")
+
+
 def native_inference_steps(cfg: dict) -> int:
     """The deep model's own inference: the DBM's mean-field steps (model=mdbm); else the T of the
     last fine-tuning phase run (up to ``stop_after``), else the top objective's."""
@@ -311,23 +337,36 @@ def run(cfg: DictConfig) -> dict[str, float]:
     A run folder whose stages are all done is evaluated again (nothing is retrained).
     """
     out_dir = Path(cfg.paths.output_dir)
-    check_completed_record(out_dir, cfg)
     meta = run_metadata(cfg)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    write_json_atomic(out_dir / "config_resolved.json", meta)
-    with RunRecord(out_dir, meta) as record:
+    fresh = cfg.get("ckpt_path") == "none"
+    with preflight(out_dir, meta):  # every check before a stage trains; a completed run is left as it is
+        if not fresh:
+            check_completed_record(out_dir, cfg)
         validate_config(cfg)
+        check_evaluation_arguments(cfg.evaluation)
+        record_dbm_training(meta)
+        if not fresh:
+            check_run_folder(out_dir, fingerprint(meta["config"]))
         pl.seed_everything(int(cfg.seed), workers=True)
-        dm: MultimodalDataModule = instantiate(cfg.data, _convert_="all")
+        dm: MultimodalDataModule = instantiate_checked(cfg.data)
         dm.setup()
         dm.shuffle_seed = int(cfg.seed)
+        fp = fingerprint(meta["config"], data_digest(dm.splits))
+        if not fresh:
+            check_run_folder(out_dir, fp)
         complete_modalities(cfg, dm)
         meta["config"]["model"] = OmegaConf.to_container(cfg.model, resolve=True)
-        model: MDRNN = instantiate(cfg.model, _convert_="all")
+        model: MDRNN = instantiate_checked(cfg.model)
         check_sizes(model, dm)
         check_stop_after(meta["config"], model)
         if isinstance(model, MultimodalDBM):
             check_joint_settings(meta["config"], model)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    if fresh:
+        start_over(out_dir, ("stages", MODEL_FILE, "csv", RESULTS_FILE))
+    meta["fingerprint"] = fp
+    write_json_atomic(out_dir / "config_resolved.json", meta)
+    with RunRecord(out_dir, meta) as record:
         root = out_dir / "stages"
         loggers, offsets = instantiate_dict(cfg.get("logger")), LogOffsets()
         for lg in loggers:  # one wandb run for the whole pipeline; stages log into it by prefix
@@ -340,6 +379,8 @@ def run(cfg: DictConfig) -> dict[str, float]:
             log.info("stopped after stage %s; re-run without stop_after to continue", cfg.stop_after)
             finish_wandb()
             return {}
+        with atomic_path(out_dir / MODEL_FILE) as tmp:  # the whole trained model (mmvi.load reads it)
+            torch.save({k: v.detach().cpu() for k, v in model.state_dict().items()}, tmp)
         evaluate = instantiate(cfg.evaluation, _convert_="all")
         metrics, artefacts = evaluate(
             model=model, dm=dm, out_dir=out_dir, native_steps=native_inference_steps(meta["config"])

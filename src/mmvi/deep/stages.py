@@ -12,9 +12,13 @@ The run's own loggers (wandb, CSV: the ``logger`` group) see every stage through
 :class:`StageLogger`: metric names prefixed by the stage (:func:`stage_prefix`), epochs and
 steps continued from the stages before, so one wandb run holds the whole pipeline.
 
+* ``spec.json``             — the spec the stage started with; an interrupted stage resumes from
+  its ``last.ckpt`` only under the same spec.
+
 A stage whose ``done.json`` exists is skipped and its weights are loaded, provided its spec is the
-one requested; a different spec is an error (a later stage must never be built on an earlier stage
-trained differently). Specs chain: each stage's spec holds the digest of the stages before it.
+one requested; a different spec (finished or interrupted) is an error naming the differing keys
+(a later stage must never be built on an earlier stage trained differently). Specs chain: each
+stage's spec holds the digest of the stages before it.
 """
 
 from __future__ import annotations
@@ -39,17 +43,34 @@ from torch.utils.data import DataLoader, IterableDataset
 
 from mmvi.config_check import ConfigError
 from mmvi.data.base import MultimodalDataModule, Split
+from mmvi.fingerprint import describe, differences
 from mmvi.utils import atomic_path, write_json_atomic
 
 log = logging.getLogger(__name__)
 
 DONE_FILE = "done.json"
+SPEC_FILE = "spec.json"  # the spec a stage started training with (an interrupted stage resumes only as it)
 WEIGHTS_FILE = "model.pt"
 
 
 def digest(obj: Any) -> str:
     """sha256 of the canonical JSON of ``obj`` (first 16 hex digits)."""
     return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def check_stage_spec(name: str, folder: Path, old: Mapping, new: Mapping, state: str) -> None:
+    """Refuse (one line) a stage folder that was trained with another spec.
+
+    Raises:
+        ConfigError: naming the differing keys with their old and new values and the ways forward.
+    """
+    new = json.loads(json.dumps(new, default=str))
+    diffs = differences(old, new, allow_continue=False)
+    if diffs:
+        raise ConfigError(
+            f"stage {name!r} in {folder} was {state} with another configuration: {describe(diffs)}; "
+            "use a new folder (hydra.run.dir=<new folder>) or ckpt_path=none to start over in this one"
+        )
 
 
 def deep_merge(base: Mapping, override: Mapping | None) -> dict:
@@ -260,12 +281,7 @@ class StageRunner:
         done = folder / DONE_FILE
         if done.is_file():
             record = json.loads(done.read_text())
-            if record.get("spec") != json.loads(json.dumps(full_spec, default=str)):
-                raise ConfigError(
-                    f"stage {name!r} in {folder} was finished with a different config "
-                    f"(saved digest {record.get('digest')}, requested {digest(full_spec)}); "
-                    "use a new run folder (hydra.run.dir=...) or delete that stage folder and the later ones"
-                )
+            check_stage_spec(name, folder, record.get("spec") or {}, full_spec, "finished")
             module.load_state_dict(torch.load(folder / WEIGHTS_FILE, map_location="cpu"))
             log.info("stage %s: done (%s), weights loaded", name, done)
         else:
@@ -294,6 +310,10 @@ class StageRunner:
         started = time.time()
         last = folder / "checkpoints" / "last.ckpt"
         ckpt = str(last) if last.is_file() else None
+        started_spec = folder / SPEC_FILE
+        if ckpt is not None and started_spec.is_file():  # an interrupted stage resumes only as itself
+            check_stage_spec(name, folder, json.loads(started_spec.read_text()), spec, "interrupted")
+        write_json_atomic(started_spec, json.loads(json.dumps(spec, default=str)))
         dm = dm_fn()
         lit = make_lit()
         if ckpt is None and on_fresh_start is not None:

@@ -197,26 +197,28 @@ def evaluate(
     log.info("representations computed in %.1f s", time.perf_counter() - t0)
     labelled = has_labels(dm)
     if labelled:
-        metrics.attempt("classify", lambda: classification_metrics(reps, dm, classifier or {}))
+        metrics.attempt("classify/*", lambda: classification_metrics(reps, dm, classifier or {}))
     else:
-        metrics.missing["classify"] = NO_LABELS
-    metrics.attempt("cond_ce", lambda: conditional_ce_metrics(model, dm.splits["test"], bs, steps, tol))
+        metrics.missing["classify/*"] = NO_LABELS
+    metrics.attempt("cond_ce/*", lambda: conditional_ce_metrics(model, dm.splits["test"], bs, steps, tol))
 
     lik = likelihood or {}
     if lik.get("enabled", False):
         from mmvi.evaluation.likelihood import likelihood_metrics
 
         lik_args = {k: v for k, v in lik.items() if k != "enabled"}
-        metrics.attempt("cond_nll", lambda: likelihood_metrics(model, dm.splits["test"].modalities, **lik_args))
+        metrics.attempt(
+            "cond_nll/* nll*", lambda: likelihood_metrics(model, dm.splits["test"].modalities, **lik_args)
+        )
 
     ret = retrieval or {}
     if ret.get("enabled", False) and not labelled:
-        metrics.missing["retrieval"] = NO_LABELS
+        metrics.missing["retrieval/*"] = NO_LABELS
     if ret.get("enabled", False) and labelled:
         from mmvi.evaluation.retrieval import retrieval_measures
 
         metrics.attempt(
-            "retrieval",
+            "retrieval/*",
             lambda: retrieval_measures(
                 reps["test"], reps["test"]["multimodal"], dm.splits["test"].labels, k=int(ret.get("k", 50))
             ),

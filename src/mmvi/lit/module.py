@@ -24,6 +24,7 @@ from hydra.utils import instantiate
 from torch import Tensor
 
 from mmvi.evaluation.condce import conditional_cross_entropy
+from mmvi.fingerprint import CHECKPOINT_KEY
 from mmvi.models.mrbm import MultimodalRBM
 from mmvi.objectives.base import Objective
 
@@ -223,7 +224,10 @@ class MultimodalLitModule(pl.LightningModule):
 
     # ------------------------------------------------------- per-rank state
     def on_save_checkpoint(self, checkpoint: dict) -> None:
-        """Store every rank's objective buffers (e.g. PCD chains), gathered from all ranks."""
+        """Store the run's fingerprint (:mod:`mmvi.fingerprint`) and every rank's objective buffers
+        (e.g. PCD chains), gathered from all ranks."""
+        if getattr(self, "fingerprint", None):
+            checkpoint[CHECKPOINT_KEY] = self.fingerprint
         if self._trainer is None or self._trainer.world_size == 1:
             return
         checkpoint["per_rank_buffers"] = {

@@ -65,6 +65,7 @@ class Run:
     curves: Curves | None = None
     updated: float | None = None
     root: str = ""
+    missing: dict[str, str] = field(default_factory=dict)
 
     @property
     def folder(self) -> Path:
@@ -185,6 +186,7 @@ def make_run(res: Mapping[str, Any], source: str, status: str, metrics: dict[str
         duration_s=res.get("duration_s"),
         status=status,
         fold=_int(data.get("fold")),
+        missing={str(k): str(v) for k, v in (res.get("missing_metrics") or {}).items()},
     )
 
 

@@ -53,6 +53,7 @@ class Page:
     claim_note: str = ""
     running: TextTable | None = None
     refresh: int | None = None
+    missing: TextTable | None = None
 
 
 def looks_numeric(text: str) -> bool:
@@ -130,6 +131,13 @@ def render(page: Page) -> str:
             "never averaged with completed runs.</p>\n"
             + html_table(replace(page.running, title=""), "running")
         )
+    missing = ""
+    if page.missing is not None and page.missing.rows:
+        missing = (
+            '<h2>Missing measures</h2>\n<p class="note">Measures completed runs could not compute, with the '
+            "reason each run recorded; their cells above read <em>missing</em>.</p>\n"
+            + html_table(replace(page.missing, title=""), "missing")
+        )
     return f"""<!DOCTYPE html>
 <html lang="en">
 <head>
@@ -144,7 +152,7 @@ def render(page: Page) -> str:
 <h2>Results: mean ± std over seeds</h2>
 {results or '<p class="note">no completed runs</p>'}
 {running}
-<h2>Skipped runs</h2>
+{missing}<h2>Skipped runs</h2>
 <p class="note">Runs that did not complete (failed, crashed or still running, unreadable) are listed here and
 never enter the averages.</p>
 {html_table(replace(page.skipped, title=""), "skipped")}

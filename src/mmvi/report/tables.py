@@ -19,7 +19,7 @@ import pandas as pd
 
 from mmvi.report.collect import KEY_CHOICES, UNSET, Collection, Run, Skipped, swept_keys
 
-OBJECTIVE_ORDER = ("nll_cd", "nll_pcd", "minvi_ccd", "minvi_cdpl", "minvi_mp", "hybrid")
+OBJECTIVE_ORDER = ("nll_cd", "nll_pcd", "nll_dbm", "minvi_ccd", "minvi_cdpl", "minvi_mp", "hybrid")
 MEASURE_ORDER = (
     "classify/err_",
     "classify/map_",
@@ -223,6 +223,41 @@ def measure_tables(agg: Aggregate, measures: list[str] | None = None) -> list[Te
             for _, row in agg.table.iterrows()
         ]
         tables.append(TextTable([*config, "n", *map(measure_label, names)], rows, title))
+    return tables
+
+
+def missing_table(runs: list, base: Path | None = None) -> TextTable:
+    """The measures completed runs could not compute, with each reason (``missing_metrics``)."""
+    rows = [
+        [shown_path(run.source, base), pattern, reason]
+        for run in runs
+        for pattern, reason in sorted(run.missing.items())
+    ]
+    return TextTable(["run", "measures", "reason"], rows, "Missing measures")
+
+
+def mark_missing(
+    tables: list[TextTable], agg: Aggregate, runs: list, base: Path | None = None
+) -> list[TextTable]:
+    """Cells of measures a configuration's runs recorded as missing read ``missing`` (not ``–``);
+    ``base`` is the folder the runs table's ``source`` paths are relative to."""
+    from mmvi.utils import is_missing
+
+    by_source = {shown_path(run.source, base): run.missing for run in runs if run.missing}
+    if not by_source or agg.table.empty:
+        return tables
+    config = agg.config_columns
+    sources = agg.runs.groupby(config, sort=False, dropna=False)["source"].apply(list)
+    labels = {measure_label(m): m for m in agg.measures}
+    for table in tables:
+        for i, (_, row) in enumerate(agg.table.iterrows()):
+            key = tuple(row[c] for c in config)
+            key = key if len(config) > 1 else key[0]
+            missing = [by_source[s] for s in sources.get(key, []) if s in by_source]
+            for j, header in enumerate(table.headers):
+                m = labels.get(header)
+                if m and table.rows[i][j] == "–" and any(is_missing(m, mm) for mm in missing):
+                    table.rows[i][j] = "missing"
     return tables
 
 

@@ -105,10 +105,12 @@ def flops_per_example(name: str) -> float:
     if name.startswith("mp"):
         T = 5
         K = 5 if name.endswith("full") else 1
-        # per direction: h0 (2 products), T × (visible + hidden of the predicted half), final visible;
-        # the backward pass covers the final visible and the last K steps
-        fwd = 2 * one + T * 2 * one + one
-        bwd = 2 * (one + K * 2 * one + (2 * one if K == T else 0))
+        # per direction, forward: the given half's input, the observed part's, T × (visible mean +
+        # hidden input), the final visible input: 3 + 2T products; backward: each product inside the
+        # back-propagation window costs a weight gradient and (but for data inputs) an input gradient:
+        # 4·min(K, T) + 4 products (the reference's nstop truncation)
+        fwd = (3 + 2 * T) * one
+        bwd = (4 * min(K, T) + 4) * one
         return 2 * (fwd + bwd)
     if name.startswith("cdpl"):
         k = 10

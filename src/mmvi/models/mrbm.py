@@ -98,14 +98,20 @@ class MultimodalRBM(nn.Module):
         check_visibles(v, self.sizes, names)
 
     # ------------------------------------------------------------- conditionals
-    def bottom_up(self, v: Mapping[str, Tensor], scale: Mapping[str, float] | None = None) -> Tensor | float:
-        """Σ_m s_m W_mᵀ v_m over the modalities present in ``v`` (no bias; 0.0 if ``v`` is empty)."""
-        total: Tensor | float = 0.0
+    def bottom_up(
+        self, v: Mapping[str, Tensor], scale: Mapping[str, float] | None = None, start: Tensor | None = None
+    ) -> Tensor | float:
+        """``start`` + Σ_m s_m W_mᵀ v_m over the modalities present in ``v`` (0.0 if both are empty).
+
+        Each product is accumulated by one fused ``addmm`` (no separate scaling or addition pass).
+        """
+        total: Tensor | float = 0.0 if start is None else start
         for m, x in v.items():
-            term = x @ self.W[m]
-            if scale is not None and m in scale:
-                term = term * scale[m]
-            total = total + term
+            s = 1.0 if scale is None else float(scale.get(m, 1.0))
+            if isinstance(total, Tensor):
+                total = torch.addmm(total, x, self.W[m], alpha=s)
+            else:
+                total = x @ self.W[m] if s == 1.0 else torch.mm(x, self.W[m]).mul_(s)
         return total
 
     def hidden_bias_scale(self, v: Mapping[str, Tensor]) -> Tensor | float:
@@ -127,7 +133,7 @@ class MultimodalRBM(nn.Module):
         ``scale`` multiplies a modality's input (to stand in for missing modalities,
         PAPER.md §2); a replicated-softmax modality scales the hidden bias by its length D.
         """
-        return self.hidden_bias(v) + self.bottom_up(v, scale)
+        return self.bottom_up(v, scale, start=self.hidden_bias(v))
 
     def hidden_probs(self, v: Mapping[str, Tensor], scale: Mapping[str, float] | None = None) -> Tensor:
         """P(h = 1 | v) = σ(c + Σ_m W_mᵀ v_m) (E[h | v] for non-binary hidden units)."""

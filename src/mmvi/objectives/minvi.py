@@ -195,15 +195,17 @@ class MultiPrediction(Objective):
         grad = torch.is_grad_enabled()
         steps = self.mf_steps
         cut = steps - self.truncation() - 1  # the visible state of step `cut` is held constant
-        fixed = model.bottom_up(full)
         bias = model.hidden_bias(v)
+        up = model.bottom_up(full)  # Σ_full W_mᵀ v_m, computed once
+        fixed = bias + up
         with torch.set_grad_enabled(grad and cut < 0):
-            h = self._hidden(model, bias + s * fixed + model.bottom_up({m: observed[m] * v[m] for m in part}))
+            start = torch.add(bias, up, alpha=s)
+            h = self._hidden(model, model.bottom_up({m: observed[m] * v[m] for m in part}, start=start))
         for t in range(steps):
             with torch.set_grad_enabled(grad and t > cut):
                 state = {m: torch.lerp(model.visible_mean(m, h), v[m], observed[m]) for m in part}
             with torch.set_grad_enabled(grad and t >= cut):
-                h = self._hidden(model, bias + fixed + model.bottom_up(state))
+                h = self._hidden(model, model.bottom_up(state, start=fixed))
         return {m: model.visible_input(m, h) for m in part}, h
 
     def sample_masks(

@@ -42,7 +42,6 @@ and key, raised by ``setup`` before anything is trained.
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import re
 from collections.abc import Mapping, Sequence
@@ -53,6 +52,7 @@ import numpy as np
 import torch
 
 from mmvi.data.base import DATA_UNIT_TYPES, DataError, MultimodalDataModule, Split
+from mmvi.data.files import sha256_file
 from mmvi.data.preprocess import apply_zscore, stratified_split, zscore_stats
 
 log = logging.getLogger(__name__)
@@ -240,14 +240,6 @@ def _names(found: list[str], given: Sequence[str] | None, source: ArraySource) -
     return [str(n) for n in given]
 
 
-def file_sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
 class ArrayFiles(MultimodalDataModule):
     """Modalities from array files (module docstring).
 
@@ -401,7 +393,7 @@ class ArrayFiles(MultimodalDataModule):
                 )
             first = first or m
             arrays[m] = x
-            self.sha256[str(src)] = file_sha256(src.path)
+            self.sha256[str(src)] = sha256_file(src.path)
         return arrays
 
     def _read_labels(self, n: int) -> np.ndarray:

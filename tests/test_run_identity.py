@@ -107,6 +107,9 @@ def test_changed_data_content_is_another_run(shared_data, tmp_path):
         "logger=csv",
     ]
     run = tmp_path / "run"
+    # modalities read from the files: a direction naming none of them is refused before training
+    with pytest.raises(ConfigError, match="objective.directions names modality 'c'"):
+        mmvi.run([*args, "objective.directions=[c]"], run_dir=tmp_path / "other")
     mmvi.run(args, run_dir=run)
     np.save(tmp_path / "fou.npy", fou[::-1, :40])  # the user's file changed (rows reordered)
     with pytest.raises(ConfigError, match=r"data \(content\)"):

@@ -243,6 +243,17 @@ def check_evaluation_arguments(evaluation: Any) -> None:
         )
 
 
+def check_directions(c: Mapping, names: list[str]) -> None:
+    """Every objective ``directions`` entry must name a modality of the model (``names``): checked
+    again once the model knows its modalities (data configs that read them from files)."""
+    for key in ("objective.directions", "objective.minvi.directions"):
+        for m in _get(c, key) or []:
+            if m not in names:
+                raise ConfigError(
+                    f"{key} names modality {m!r}, which the model does not have; allowed: {names}"
+                )
+
+
 def check_modalities(c: Mapping) -> None:
     """``data.modalities`` specs and every objective ``directions`` entry must be consistent."""
     mods = _get(c, "data.modalities") or {}

@@ -33,6 +33,7 @@ from mmvi.api import (
 )
 from mmvi.config_check import (
     ConfigError,
+    check_directions,
     check_evaluation_arguments,
     instantiate_checked,
     one_line,
@@ -122,6 +123,7 @@ def prepare(
     meta["config"]["model"]["modalities"] = OmegaConf.to_container(cfg.model.modalities, resolve=True)
     lit = build_lit_module(cfg)
     check_model_matches_data(lit, dm)
+    check_directions(meta["config"], lit.model.names)
     lit.fingerprint = fp
     return dm, lit, fp
 

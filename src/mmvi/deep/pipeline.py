@@ -49,7 +49,13 @@ from mmvi.api import (
     run_task,
     start_over,
 )
-from mmvi.config_check import ConfigError, check_evaluation_arguments, instantiate_checked, validate_config
+from mmvi.config_check import (
+    ConfigError,
+    check_directions,
+    check_evaluation_arguments,
+    instantiate_checked,
+    validate_config,
+)
 from mmvi.data.base import MultimodalDataModule, Split
 from mmvi.deep.dbm import JOINT_STAGE, check_joint_settings, top_training, train_joint
 from mmvi.deep.finetune import FinetuneLitModule
@@ -359,6 +365,14 @@ def run(cfg: DictConfig) -> dict[str, float]:
         model: MDRNN = instantiate_checked(cfg.model)
         check_sizes(model, dm)
         check_stop_after(meta["config"], model)
+        check_directions(meta["config"], model.names)
+        for phase, st in (meta["config"]["stages"].get("finetune") or {}).items():
+            for m in ((st or {}).get("objective") or {}).get("directions") or []:
+                if m not in model.names:
+                    raise ConfigError(
+                        f"stages.finetune.{phase}.objective.directions names modality {m!r}, which the "
+                        f"model does not have; allowed: {model.names}"
+                    )
         if isinstance(model, MultimodalDBM):
             check_joint_settings(meta["config"], model)
     out_dir.mkdir(parents=True, exist_ok=True)

@@ -424,3 +424,41 @@ def test_likelihood_metrics_with_word_counts():
     for k in names:
         assert ais[f"{k}_stderr"] > 0
         assert abs(ais[k] - exact[k]) < max(3 * ais[f"{k}_stderr"], 1e-3), (k, ais[k], exact[k])
+
+
+@torch.no_grad()
+def test_two_softmax_modalities_and_a_bernoulli_one_give_normalised_likelihoods():
+    """Three modalities, two of them word counts: P(v_m | rest) and P(v | D₁, D₂) sum to one over
+    every state of the given lengths (count vectors weighted by their multinomial coefficients)."""
+    torch.manual_seed(8)
+    model = MultimodalRBM(
+        {
+            "a": {"size": 3, "units": "softmax"},
+            "b": {"size": 2, "units": "softmax"},
+            "x": {"size": 2, "units": "bernoulli"},
+        },
+        3,
+        init_std=0.7,
+    ).double()
+    with torch.no_grad():
+        model.c.normal_(0, 0.5)
+    grid = [
+        {"a": a, "b": b, "x": x}
+        for a in count_vectors(3, 2)
+        for b in count_vectors(2, 3)
+        for x in all_binary(2)
+    ]
+    v = {m: torch.stack([s[m] for s in grid]) for m in ("a", "b", "x")}
+    coef = log_multinomial_coefficient(v["a"]) + log_multinomial_coefficient(v["b"])
+    logp, _, exact = joint_log_likelihood(model, v)
+    assert exact
+    torch.testing.assert_close(torch.logsumexp(logp + coef, 0), torch.zeros((), dtype=torch.float64))
+    for target in ("a", "b", "x"):
+        logp, _, _ = conditional_log_likelihood(model, v, target)
+        rest = [m for m in ("a", "b", "x") if m != target]
+        key = torch.cat([v[m] for m in rest], 1)
+        weight = log_multinomial_coefficient(v[target]) if target != "x" else torch.zeros_like(logp)
+        for row in key.unique(dim=0):
+            group = (key == row).all(1)
+            total = torch.logsumexp((logp + weight)[group], 0)
+            torch.testing.assert_close(total, torch.zeros((), dtype=torch.float64), msg=target)

@@ -487,3 +487,35 @@ def test_folds_and_seeds_are_repeats_not_configurations():
     assert parse_overrides(["objective=minvi_mp", "seed=1", "data.fold=3", "objective.alpha=0.5"]) == {
         "objective.alpha": "0.5"
     }
+
+
+def test_an_evaluation_sits_beside_the_run_it_evaluated(tmp_path):
+    """``mmvi.eval`` with converged inference on a training run: a row of its own, under the training
+    run's objective, with the evaluation setting that differs as a column."""
+    import mmvi
+
+    small = [
+        "data=mnist5k",
+        "data.max_examples={train:200,val:100,test:100}",
+        "model.n_hidden=16",
+        "trainer.max_epochs=1",
+        "trainer.enable_progress_bar=false",
+        "evaluation.n_generation=0",
+        "logger=csv",
+    ]
+    trained = mmvi.run([*small, "objective=nll_cd"], run_dir=tmp_path / "runs" / "nll")
+    ckpt = Path(trained["run_dir"]) / "checkpoints" / "last.ckpt"
+    mmvi.run(
+        [f"ckpt_path={ckpt}", "evaluation.inference=converged", "evaluation.n_generation=0"],
+        task="eval",
+        run_dir=tmp_path / "runs" / "nll_converged",
+    )
+    report = compare([tmp_path / "runs"], tmp_path / "report")
+    table = report.aggregate.table
+    assert list(table["objective"]) == ["nll_cd", "nll_cd"] and list(table["n"]) == [1, 1]
+    assert sorted(table["evaluation.inference"]) == ["converged", "native"]
+    assert sorted(table["evaluation.by"]) == ["mmvi.eval", "–"]
+    steps = dict(zip(table["evaluation.inference"], table["eval/mf_steps mean"]))
+    assert (
+        steps == {"native": 10.0, "converged": pytest.approx(steps["converged"])} and steps["converged"] > 10
+    )

@@ -170,16 +170,57 @@ def _int(value: Any) -> int | None:
     return int(value) if isinstance(value, int | float) and not isinstance(value, bool) else None
 
 
+def training_record(checkpoint: str | None) -> dict | None:
+    """The record of the training run that wrote ``checkpoint`` (``<run>/checkpoints/x.ckpt``):
+    its ``results.json``, else its ``config_resolved.json``; None when neither is readable."""
+    if not checkpoint:
+        return None
+    folder = Path(checkpoint).parent.parent
+    for name in (RESULTS_FILE, "config_resolved.json"):
+        try:
+            record = json.loads((folder / name).read_text())
+        except (OSError, ValueError):
+            continue
+        if isinstance(record, dict) and (record.get("fingerprint") or record.get("config")):
+            return record
+    return None
+
+
+def evaluation_identity(res: Mapping[str, Any]) -> tuple[dict, dict[str, str], Any] | None:
+    """An ``mmvi.eval`` record read as the training run it evaluated: (choices, settings, seed).
+
+    The settings are the training run's with its ``evaluation.*`` and ``data.*`` replaced by the
+    evaluation's own and ``evaluation.by=mmvi.eval`` added, so a re-evaluation (e.g. with
+    ``evaluation.inference=converged``) sits beside its training run as another configuration and
+    its seeds average with the other seeds' re-evaluations. None for any other record.
+    """
+    config = res.get("config") or {}
+    if config.get("task_name") != "eval":
+        return None
+    trained = training_record(res.get("checkpoint"))
+    if trained is None:
+        return None
+    own = {k: v for k, v in run_settings(res).items() if k.startswith(("evaluation.", "data."))}
+    base = {k: v for k, v in run_settings(trained).items() if not k.startswith(("evaluation.", "data."))}
+    settings = {**base, **own, "evaluation.by": "mmvi.eval"}
+    return trained.get("choices") or {}, settings, (trained.get("config") or {}).get("seed")
+
+
 def make_run(res: Mapping[str, Any], source: str, status: str, metrics: dict[str, float]) -> Run:
-    """A :class:`Run` of a ``results.json`` dict (choices, settings, seed, fold), without curves."""
+    """A :class:`Run` of a ``results.json`` dict (choices, settings, seed, fold), without curves;
+    an evaluation record takes its training run's identity (:func:`evaluation_identity`)."""
     config = res.get("config") or {}
     choices = res.get("choices") or {}
+    settings, seed = None, config.get("seed")
+    evaluated = evaluation_identity(res)
+    if evaluated is not None:
+        choices, settings, seed = evaluated
     data = config.get("data") if isinstance(config.get("data"), Mapping) else {}
     return Run(
         source=source,
         choices={k: _choice(choices.get(k)) for k in KEY_CHOICES},
-        settings=run_settings(res),
-        seed=_int(config.get("seed")),
+        settings=settings if settings is not None else run_settings(res),
+        seed=_int(seed),
         metrics=metrics,
         run_dir=str(Path(source).parent),
         job_num=res.get("job_num"),

@@ -70,23 +70,29 @@ def log_multinomial_coefficient(v: torch.Tensor) -> torch.Tensor:
     return torch.lgamma(v.sum(-1) + 1) - torch.lgamma(v + 1).sum(-1)
 
 
-def energy(model: MultimodalRBM, v: dict[str, torch.Tensor], h: torch.Tensor) -> torch.Tensor:
-    """E(v, h) written out: Σ_m E_m(v_m) − Σ_m v_mᵀ W_m h − D·cᵀh (D: the text's length)."""
+def energy(
+    model: MultimodalRBM, v: dict[str, torch.Tensor], h: torch.Tensor, hidden_bias_scale: float | None = None
+) -> torch.Tensor:
+    """E(v, h) written out: Σ_m E_m(v_m) − Σ_m v_mᵀ W_m h − D·cᵀh (D: the text's length, or
+    ``hidden_bias_scale`` if given)."""
     img, txt = v["img"], v["txt"]
     if model.units["img"].name == "gaussian":
         e_img = 0.5 * ((img - model.b["img"]) ** 2).sum(-1)
     else:
         e_img = -(img @ model.b["img"])
-    d = txt.sum(-1)
+    d = txt.sum(-1) if hidden_bias_scale is None else hidden_bias_scale
     e = e_img - txt @ model.b["txt"] - ((img @ model.W["img"] + txt @ model.W["txt"]) * h).sum(-1)
     return e - d * (h @ model.c)
 
 
-def brute_neg_free_energy(model: MultimodalRBM, v: dict[str, torch.Tensor]) -> torch.Tensor:
+def brute_neg_free_energy(
+    model: MultimodalRBM, v: dict[str, torch.Tensor], hidden_bias_scale: float | None = None
+) -> torch.Tensor:
     """log Σ_h exp(−E(v, h)) per row, over all 2^H hidden states."""
     hs = all_binary(model.n_hidden)
     n = v["txt"].shape[0]
-    return torch.logsumexp(torch.stack([-energy(model, v, h.expand(n, -1)) for h in hs], 1), 1)
+    neg_e = [-energy(model, v, h.expand(n, -1), hidden_bias_scale) for h in hs]
+    return torch.logsumexp(torch.stack(neg_e, 1), 1)
 
 
 def count_index(samples: torch.Tensor, states: torch.Tensor) -> torch.Tensor:
@@ -242,12 +248,18 @@ def test_clamped_gibbs_chain_follows_the_exact_conditional_of_the_text():
     torch.testing.assert_close(last.sum(-1), lengths, rtol=0, atol=0)
     for i, D in enumerate(range(1, 5)):
         states = count_vectors(3, D)
+        v = {"img": img.expand(states.shape[0], -1), "txt": states}
+        coef = log_multinomial_coefficient(states)
         with torch.no_grad():
-            log_p = log_multinomial_coefficient(states) + brute_neg_free_energy(
-                model, {"img": img.expand(states.shape[0], -1), "txt": states}
-            )
-        p = chi_square_p(last[i * n : (i + 1) * n], states, log_p)
+            log_p = coef + brute_neg_free_energy(model, v)
+            unscaled = coef + brute_neg_free_energy(model, v, hidden_bias_scale=1.0)
+        rows = last[i * n : (i + 1) * n]
+        p = chi_square_p(rows, states, log_p)
         assert p > P_REJECT, (D, p)
+        # the test has power: the same states reject the law without the multinomial coefficients,
+        # and (for D ≥ 3) the law whose hidden bias is c instead of c·D
+        assert D == 1 or chi_square_p(rows, states, log_p - coef) < P_REJECT, D
+        assert D < 3 or chi_square_p(rows, states, unscaled) < P_REJECT, D
 
 
 @torch.no_grad()

@@ -64,13 +64,15 @@ class Aggregate:
     measures: list[str]
 
 
-def measure_sort_key(name: str) -> tuple[int, bool, str]:
-    """Families in :data:`MEASURE_ORDER`; within one, the ``multimodal`` query first."""
-    first = not name.endswith("_multimodal")
+def measure_sort_key(name: str) -> tuple[int, int, str]:
+    """Families in :data:`MEASURE_ORDER`; within one, the ``multimodal`` query first, then the
+    single-modality queries, then the leave-one-out queries (``no_<m>``)."""
+    query = name.rsplit("/", 1)[-1]
+    rank = 0 if name.endswith("_multimodal") else 2 if "_no_" in f"_{query}" else 1
     for i, prefix in enumerate(MEASURE_ORDER):
         if name.startswith(prefix):
-            return i, first, name
-    return len(MEASURE_ORDER), first, name
+            return i, rank, name
+    return len(MEASURE_ORDER), rank, name
 
 
 def objective_rank(name: str) -> int:

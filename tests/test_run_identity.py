@@ -176,6 +176,7 @@ def test_a_bad_evaluation_setting_stops_before_training(tmp_path):
         ("objective=nll_pcd objective.k_schedule=linear", "objective.k_schedule='linear' is not allowed"),
         ("objective.sparsity_form=median", "objective.sparsity_form='median' is not allowed"),
         ("data.max_examples=train:200", "data.max_examples='train:200' is not allowed"),
+        ("trainer.accelerator=tpux", "invalid accelerator name"),
         ("objective.hidden_clamp=0.7", "objective.hidden_clamp=0.7 is out of range"),
         ("data.max_examples={train:0}", "data.max_examples.train=0 is out of range"),
     ],

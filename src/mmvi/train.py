@@ -11,6 +11,7 @@ logs, figures and ``results.json`` (status running → completed | failed, writt
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass
 from pathlib import Path
 
 import hydra
@@ -99,13 +100,21 @@ def check_model_matches_data(lit: MultimodalLitModule, dm: MultimodalDataModule)
         )
 
 
-def prepare(
-    cfg: DictConfig, meta: dict, out_dir: Path
-) -> tuple[MultimodalDataModule, MultimodalLitModule, dict]:
-    """Every check before training: config values, the run folder's identity, the data and the model.
+@dataclass
+class Prepared:
+    """What :func:`prepare` built: every object of the run, checked."""
 
-    Returns the data module (set up), the LightningModule and the run's fingerprint.
-    """
+    dm: MultimodalDataModule
+    lit: MultimodalLitModule
+    fingerprint: dict
+    trainer: pl.Trainer
+    loggers: list
+    ckpt: str | None
+
+
+def prepare(cfg: DictConfig, meta: dict, out_dir: Path) -> Prepared:
+    """Every check before training: config values, the run folder's identity, the data, the model,
+    the trainer and its loggers and callbacks (nothing is written)."""
     validate_config(cfg)
     check_evaluation_arguments(cfg.evaluation)
     fresh = cfg.get("ckpt_path") == "none"
@@ -125,7 +134,13 @@ def prepare(
     check_model_matches_data(lit, dm)
     check_directions(meta["config"], lit.model.names)
     lit.fingerprint = fp
-    return dm, lit, fp
+    loggers = instantiate_dict(cfg.get("logger"))
+    callbacks = instantiate_dict(cfg.get("callbacks"))
+    if not cfg.trainer.get("enable_progress_bar", True):
+        # the trainer flag alone turns the bar off: drop the callbacks group's progress bar
+        callbacks = [c for c in callbacks if not isinstance(c, pl.callbacks.ProgressBar)]
+    trainer: pl.Trainer = instantiate_checked(cfg.trainer, logger=loggers or False, callbacks=callbacks)
+    return Prepared(dm, lit, fp, trainer, loggers, resume_from)
 
 
 def train(cfg: DictConfig) -> dict[str, float]:
@@ -138,8 +153,8 @@ def train(cfg: DictConfig) -> dict[str, float]:
     zero = is_global_zero()
     meta = run_metadata(cfg)
     with preflight(out_dir, meta, write=zero):
-        dm, lit, fp = prepare(cfg, meta, out_dir)
-    ckpt = resolve_ckpt_path(cfg)
+        run = prepare(cfg, meta, out_dir)
+    dm, lit, fp, trainer, loggers, ckpt = run.dm, run.lit, run.fingerprint, run.trainer, run.loggers, run.ckpt
     if zero:
         out_dir.mkdir(parents=True, exist_ok=True)
         if cfg.get("ckpt_path") == "none":
@@ -150,12 +165,6 @@ def train(cfg: DictConfig) -> dict[str, float]:
             lit.model.init_visible_bias_from_data(dm.modality_means())
         else:
             log.info("resuming from %s", ckpt)
-        loggers = instantiate_dict(cfg.get("logger"))
-        callbacks = instantiate_dict(cfg.get("callbacks"))
-        if not cfg.trainer.get("enable_progress_bar", True):
-            # the trainer flag alone turns the bar off: drop the callbacks group's progress bar
-            callbacks = [c for c in callbacks if not isinstance(c, pl.callbacks.ProgressBar)]
-        trainer: pl.Trainer = instantiate_checked(cfg.trainer, logger=loggers or False, callbacks=callbacks)
         for lg in loggers:
             lg.log_hyperparams({**meta["config"], "choices": meta.get("choices", {})})
         trainer.fit(lit, datamodule=dm, ckpt_path=ckpt)

@@ -51,9 +51,11 @@ OPTIM = {
     "momentum_initial": 0.33,
     "momentum": 0.47,
     "momentum_switch_epoch": 5,
+    "momentum_dampening": True,
     "weight_decay": 1e-4,
 }
-# the reference code's early-epoch settings (PAPER.md §2: k_t = 1 and K_t = 1 in the first epochs)
+# the reference code's early-epoch settings (PAPER.md §2: k_t = 1 and K_t = 1 in the first epochs), with
+# the paper presets' data binarisation, sparsity forms and MP hidden clamp
 OBJECTIVES = {
     "pcd_k1": {
         "_target_": "mmvi.objectives.ContrastiveDivergence",
@@ -62,12 +64,16 @@ OBJECTIVES = {
         "n_chains": 500,
         "sparsity_weight": 0.3,
         "sparsity_target": 0.05,
+        "sparsity_form": "running_average",
+        "binarize_data": True,
     },
     "cdpl_k10": {
         "_target_": "mmvi.objectives.CDPercLoss",
         "k": 10,
         "sparsity_weight": 0.1,
         "sparsity_target": 0.1,
+        "sparsity_form": "running_average",
+        "binarize_data": True,
     },
     "mp_T5_K1": {
         "_target_": "mmvi.objectives.MultiPrediction",
@@ -75,6 +81,7 @@ OBJECTIVES = {
         "mf_steps": 5,
         "bptt_steps": 1,
         "grow_every": 0,
+        "hidden_clamp": 1e-6,
         "sparsity_weight": 0.1,
         "sparsity_target": 0.1,
     },
@@ -84,6 +91,7 @@ OBJECTIVES = {
         "mf_steps": 5,
         "bptt_steps": 5,
         "grow_every": 0,
+        "hidden_clamp": 1e-6,
         "sparsity_weight": 0.1,
         "sparsity_target": 0.1,
     },

@@ -8,6 +8,8 @@ one line naming the differing keys and the two ways forward.
 from __future__ import annotations
 
 import hashlib
+import json
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -177,6 +179,15 @@ def test_a_bad_evaluation_setting_stops_before_training(tmp_path):
         ("objective.sparsity_form=median", "objective.sparsity_form='median' is not allowed"),
         ("data.max_examples=train:200", "data.max_examples='train:200' is not allowed"),
         ("trainer.accelerator=tpux", "invalid accelerator name"),
+        ("trainer.check_val_every_n_epoch=0", "trainer.check_val_every_n_epoch=0 is out of range"),
+        ("seed=-1", "seed=-1 is out of range"),
+        ("evaluation.likelihood=5", "evaluation.likelihood=5 has the wrong type"),
+        ("+evaluation.classifier.foo=1", "evaluation.classifier.foo is not a setting"),
+        ("+evaluation.likelihood.foo=1", "evaluation.likelihood.foo is not a setting"),
+        ("+optim.foo=1", "optim.foo is not a setting"),
+        ("objective.directions=[]", "objective.directions=[] is not allowed"),
+        ("evaluation.inference=converged evaluation.mf_steps=0", "evaluation.mf_steps=0 is out of range"),
+        ("ckpt_path=5", "ckpt_path=5 has the wrong type"),
         ("objective.hidden_clamp=0.7", "objective.hidden_clamp=0.7 is out of range"),
         ("data.max_examples={train:0}", "data.max_examples.train=0 is out of range"),
     ],
@@ -186,6 +197,86 @@ def test_every_group_is_validated_before_any_data_is_read(override, message, tmp
         mmvi.run([*SMALL, *override.split()], run_dir=tmp_path / "run")
     assert message in str(err.value)
     assert not (tmp_path / "run" / "checkpoints").exists()
+
+
+DEEP_TINY = [
+    "experiment=wikipedia_deep",
+    "stages.pathway.epochs=1",
+    "stages.top.epochs=1",
+    "stages.finetune.recurrent.epochs=1",
+    "logger=csv",
+]
+
+
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [
+        ("stages.pathway.optim.lr=-1", "stages.pathway.optim.lr=-1 is out of range"),
+        ("stages.pathway.optim.momentum=2", "stages.pathway.optim.momentum=2 is out of range"),
+        ("model=mdbm stages.joint.optim.lr=-1", "stages.joint.optim.lr=-1 is out of range"),
+        ("stages.pathway.objective.k=0", "stages.pathway.objective.k=0 is out of range"),
+        (
+            "+stages.pathway.layers={bogus_9:{epochs:1}}",
+            "stages.pathway.layers.bogus_9 names no pathway layer",
+        ),
+        ("+stages.pathway.min_active={image:-3}", "stages.pathway.min_active.image=-3 is out of range"),
+        ("+stages.pathway.objective.foo=1", "stages.pathway.objective"),
+    ],
+)
+def test_deep_stage_settings_are_validated_before_any_stage(shared_data, override, message, tmp_path):
+    with pytest.raises(ConfigError) as err:
+        mmvi.run(
+            [*DEEP_TINY, f"paths.data_dir={shared_data}", *override.split()],
+            task="deep",
+            run_dir=tmp_path / "d",
+        )
+    assert message in str(err.value)
+    assert not (tmp_path / "d" / "stages").exists()
+
+
+def test_checkpoints_and_records_in_progress_are_checked(tmp_path):
+    run = tmp_path / "run"
+    # a file that is not a checkpoint
+    (tmp_path / "notes.txt").write_text("not a checkpoint")
+    with pytest.raises(ConfigError, match="is not a checkpoint"):
+        mmvi.run([*SMALL, f"ckpt_path={tmp_path / 'notes.txt'}"], run_dir=run)
+    # another run's checkpoint: the message names the checkpoint, not this folder
+    other = mmvi.run([*SMALL, "seed=3"], run_dir=tmp_path / "other")
+    ckpt = Path(other["run_dir"]) / "checkpoints" / "last.ckpt"
+    with pytest.raises(
+        ConfigError, match=r"ckpt_path=.* is a checkpoint of another configuration: seed: 3 → 0"
+    ):
+        mmvi.run([*SMALL, f"ckpt_path={ckpt}"], run_dir=run)
+    # a run in progress (or crashed before its first checkpoint) holds its folder
+    mmvi.run([*SMALL, "objective=nll_cd"], run_dir=run)
+    res = read_results(run)
+    (run / "results.json").write_text(json.dumps({**res, "status": "running"}))
+    shutil.rmtree(run / "checkpoints")
+    with pytest.raises(ConfigError, match=r"holds a run of another configuration \(results.json\)"):
+        mmvi.run([*SMALL, "objective=minvi_mp"], run_dir=run)
+
+
+def test_eval_takes_partial_data_overrides_and_refuses_other_modalities(shared_data, tmp_path):
+    trained = mmvi.run([*SMALL, "objective=minvi_mp"], run_dir=tmp_path / "t")
+    ckpt = Path(trained["run_dir"]) / "checkpoints" / "last.ckpt"
+    out = mmvi.run(
+        [f"ckpt_path={ckpt}", "+data.max_examples.test=50", "evaluation.n_generation=0"],
+        task="eval",
+        run_dir=tmp_path / "e",
+    )
+    assert out["results"]["data_config"]["max_examples"]["test"] == 50
+    assert out["results"]["data_config"]["_target_"].endswith("MNIST5kHalves")
+    with pytest.raises(ConfigError, match="do not match the data's modalities"):
+        mmvi.run(
+            [
+                f"ckpt_path={ckpt}",
+                "+data=uci_mfeat",
+                f"data.data_dir={shared_data / 'uci_mfeat'}",
+                "evaluation.n_generation=0",
+            ],
+            task="eval",
+            run_dir=tmp_path / "e2",
+        )
 
 
 def test_python_api_runs_and_loads_a_training_run(tmp_path):
@@ -198,3 +289,23 @@ def test_python_api_runs_and_loads_a_training_run(tmp_path):
     assert loaded.results["status"] == "completed"
     with pytest.raises(FileNotFoundError, match="no results.json"):
         mmvi.load(tmp_path)
+
+
+def test_a_deep_run_is_identified_by_what_its_model_uses(tmp_path):
+    """The DBM has no fine-tuning and the MDRNN no joint stage; no deep run uses trainer.max_epochs."""
+    from omegaconf import OmegaConf
+
+    from helpers import compose_job
+    from mmvi.deep.pipeline import identity_config
+    from mmvi.fingerprint import fingerprint
+
+    def digest(overrides):
+        cfg = compose_job("deep", ["experiment=wikipedia_deep", *overrides], tmp_path)
+        return fingerprint(identity_config(OmegaConf.to_container(cfg, resolve=True)))["digest"]
+
+    mdbm = digest(["model=mdbm"])
+    assert digest(["model=mdbm", "stages.finetune.recurrent.epochs=7", "trainer.max_epochs=3"]) == mdbm
+    assert digest(["model=mdbm", "stages.joint.epochs=7"]) != mdbm
+    mdrnn = digest(["model=mdrnn"])
+    assert digest(["model=mdrnn", "stages.joint.epochs=7"]) == mdrnn
+    assert digest(["model=mdrnn", "stages.finetune.recurrent.epochs=7"]) != mdrnn

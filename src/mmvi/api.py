@@ -112,6 +112,28 @@ def preflight(folder: Path, meta: Mapping[str, Any], write: bool = True) -> Iter
 
 
 # ----------------------------------------------------------------------------- objects
+def check_checkpoint_file(path: str | Path) -> None:
+    """Raise a one-line :class:`ConfigError` unless ``path`` loads as a Lightning checkpoint."""
+    import torch
+
+    try:
+        ckpt = torch.load(str(path), map_location="cpu", weights_only=False)
+    except Exception as exc:  # noqa: BLE001 - any file torch cannot read is not a checkpoint
+        raise ConfigError(f"ckpt_path={path} is not a checkpoint ({type(exc).__name__}: {exc})") from None
+    if not isinstance(ckpt, dict) or "state_dict" not in ckpt:
+        raise ConfigError(f"ckpt_path={path} is not a training checkpoint (no state_dict)")
+
+
+def check_model_matches_data(lit: pl.LightningModule, dm: MultimodalDataModule) -> None:
+    """The model's modality sizes must be the data's (a :class:`ConfigError` names both)."""
+    data_sizes = dm.modality_sizes
+    if lit.model.sizes != data_sizes:
+        raise ConfigError(
+            f"model.modalities {lit.model.sizes} do not match the data's modalities {data_sizes}; "
+            "set model.modalities to the data's (default: ${data.modalities})"
+        )
+
+
 def instantiate_dict(nodes: DictConfig | None) -> list:
     """Instantiate every ``_target_`` node of a callbacks/loggers dict; a node without one is an error."""
     out = []
@@ -152,6 +174,16 @@ def finish_wandb() -> None:
 
         if wandb.run is not None:
             wandb.finish()
+
+
+@contextlib.contextmanager
+def wandb_closed() -> Iterator[None]:
+    """Close the wandb run when the block ends, however it ends (a failed run's wandb run must not
+    be reused by the next run in the same process)."""
+    try:
+        yield
+    finally:
+        finish_wandb()
 
 
 def print_summary(out_dir: Path, metrics: dict, wandb_dir: str | None) -> None:
@@ -262,7 +294,8 @@ def load(run_dir: str | Path) -> LoadedRun:
     Training runs load ``checkpoints/last.ckpt``; evaluation runs the checkpoint they evaluated;
     deep-pipeline runs the whole model saved at the end of the pipeline (``model.pt``). The data
     module is built from the run's recorded config and given the data state its checkpoint holds
-    (e.g. the standardisation statistics of array files).
+    (e.g. the standardisation statistics of array files). The model is in evaluation mode with
+    gradients off.
 
     Raises:
         FileNotFoundError: the folder holds no results.json or no model.
@@ -296,7 +329,7 @@ def load(run_dir: str | Path) -> LoadedRun:
             from mmvi.eval import training_config
 
             data_cfg = training_config(Path(ckpt))["data"]
-    model.eval()
+    model.eval().requires_grad_(False)  # for inference: representations carry no graph
     dm: MultimodalDataModule = instantiate(data_cfg, _convert_="all")
     if ckpt is not None:
         load_data_state(dm, ckpt)

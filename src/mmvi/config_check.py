@@ -61,13 +61,24 @@ OBJECTIVE_RULES: list[tuple[str, Callable[[float], bool], str]] = [
     ("hidden_clamp", lambda x: 0 <= x < 0.5, "a number in [0, 0.5) or null"),
 ]
 OBJECTIVE_PREFIXES = ("objective.", "objective.minvi.", "objective.nll.")
+OPTIM_KEYS = (
+    "lr",
+    "lr_decay",
+    "momentum_initial",
+    "momentum",
+    "momentum_switch_epoch",
+    "momentum_dampening",
+    "weight_decay",
+)
+OPTIM_RULES: list[tuple[str, Callable[[float], bool], str]] = [
+    ("lr", lambda x: x > 0, "a number > 0"),
+    ("lr_decay", lambda x: x >= 0, "a number >= 0"),
+    ("momentum", lambda x: 0 <= x < 1, "a number in [0, 1)"),
+    ("momentum_initial", lambda x: 0 <= x < 1, "a number in [0, 1)"),
+    ("momentum_switch_epoch", lambda x: x >= 0 and x == int(x), "an integer >= 0"),
+    ("weight_decay", lambda x: x >= 0, "a number >= 0"),
+]
 RULES: list[tuple[str, Callable[[float], bool], str]] = [
-    ("optim.lr", lambda x: x > 0, "a number > 0"),
-    ("optim.lr_decay", lambda x: x >= 0, "a number >= 0"),
-    ("optim.momentum", lambda x: 0 <= x < 1, "a number in [0, 1)"),
-    ("optim.momentum_initial", lambda x: 0 <= x < 1, "a number in [0, 1)"),
-    ("optim.momentum_switch_epoch", *INT0),
-    ("optim.weight_decay", lambda x: x >= 0, "a number >= 0"),
     ("model.n_hidden", *INT1),
     ("model.n_joint", *INT1),
     ("model.init_std", lambda x: x > 0, "a number > 0"),
@@ -75,12 +86,17 @@ RULES: list[tuple[str, Callable[[float], bool], str]] = [
     ("model.mf_tol", lambda x: x >= 0, "a number >= 0 (or null)"),
     ("data.batch_size", *INT1),
     ("data.eval_batch_size", *INT1),
+    ("seed", lambda x: 0 <= x < 2**32 and x == int(x), "an integer in [0, 2^32)"),
     ("trainer.max_epochs", lambda x: x >= 0 and x == int(x), "an integer >= 0 (or -1)"),
+    ("trainer.check_val_every_n_epoch", *INT1),
+    ("trainer.log_every_n_steps", *INT1),
+    ("trainer.num_nodes", *INT1),
+    ("trainer.accumulate_grad_batches", *INT1),
     *((prefix + key, ok, allowed) for prefix in OBJECTIVE_PREFIXES for key, ok, allowed in OBJECTIVE_RULES),
     ("nonfinite.backoff", lambda x: 0 < x < 1, "a number in (0, 1)"),
     ("nonfinite.max_consecutive", *INT0),
     # evaluation (conf/evaluation)
-    ("evaluation.mf_steps", *INT0),
+    ("evaluation.mf_steps", *INT1),
     ("evaluation.mf_tol", lambda x: x >= 0, "a number >= 0 (or null)"),
     ("evaluation.batch_size", *INT1),
     ("evaluation.n_generation", *INT0),
@@ -140,9 +156,76 @@ def validate_config(cfg: DictConfig | Mapping) -> None:
         value = _get(c, key)
         if value is not None and not isinstance(value, bool):
             raise ConfigError(f"{key}={value!r} has the wrong type; allowed: true, false")
+    check_nodes(c)
+    check_optim("optim", _get(c, "optim"))
     check_lists(c)
     check_stages(c)
     check_modalities(c)
+
+
+# nodes that must be mappings, and the keys each allows (None: any key)
+NODE_KEYS: dict[str, tuple[str, ...] | None] = {
+    "optim": OPTIM_KEYS,
+    "nonfinite": ("policy", "backoff", "max_consecutive"),
+    "evaluation.classifier": ("Cs", "max_extensions", "refit", "max_train"),
+    "evaluation.retrieval": ("enabled", "k", "n_figure_queries", "figure_k"),
+    "evaluation.likelihood": None,  # checked against likelihood_metrics' arguments
+}
+
+
+def check_nodes(c: Mapping) -> None:
+    """Config nodes must be mappings with known keys (``+key=`` can add any key to a node)."""
+    for key, allowed in NODE_KEYS.items():
+        node = _get(c, key)
+        if node is None:
+            continue
+        if not isinstance(node, Mapping):
+            raise ConfigError(f"{key}={node!r} has the wrong type; allowed: a mapping of settings")
+        if key == "evaluation.likelihood":
+            from mmvi.evaluation.likelihood import likelihood_metrics
+
+            allowed = ("enabled", *list(inspect.signature(likelihood_metrics).parameters)[2:])
+        unknown = sorted(set(node) - set(allowed))
+        if unknown:
+            raise ConfigError(f"{key}.{unknown[0]} is not a setting; allowed: {', '.join(allowed)}")
+    dirs = [(k, _get(c, k)) for k in ("objective.directions", "objective.minvi.directions")]
+    for key, value in dirs:
+        if value is not None and (not isinstance(value, list | tuple) or not value):
+            raise ConfigError(
+                f"{key}={value!r} is not allowed; allowed: a non-empty list of modalities, or null (all)"
+            )
+
+
+def check_optim(where: str, optim: Any) -> None:
+    """An SGD optimiser node (``optim`` or a deep stage's ``optim``): known keys, values in range."""
+    if optim is None:
+        return
+    if not isinstance(optim, Mapping):
+        raise ConfigError(f"{where}={optim!r} has the wrong type; allowed: a mapping of settings")
+    unknown = sorted(set(optim) - set(OPTIM_KEYS))
+    if unknown:
+        raise ConfigError(f"{where}.{unknown[0]} is not a setting; allowed: {', '.join(OPTIM_KEYS)}")
+    for key, ok, allowed in OPTIM_RULES:
+        _number(f"{where}.{key}", optim.get(key), ok, allowed)
+    if "momentum_dampening" in optim and not isinstance(optim["momentum_dampening"], bool):
+        raise ConfigError(
+            f"{where}.momentum_dampening={optim['momentum_dampening']!r} has the wrong type; allowed: true, false"
+        )
+
+
+def check_objective_node(where: str, objective: Any) -> None:
+    """An objective node of a deep stage: values in range, and the objective accepts them."""
+    if objective is None:
+        return
+    if not isinstance(objective, Mapping):
+        raise ConfigError(f"{where}={objective!r} has the wrong type; allowed: a mapping with _target_")
+    for key, ok, allowed in OBJECTIVE_RULES:
+        _number(f"{where}.{key}", objective.get(key), ok, allowed)
+    if "_target_" in objective:
+        try:
+            instantiate_checked(dict(objective))
+        except ConfigError as exc:
+            raise ConfigError(f"{where}: {exc}") from None
 
 
 def check_lists(c: Mapping) -> None:
@@ -173,10 +256,38 @@ def check_lists(c: Mapping) -> None:
 
 
 def check_stages(c: Mapping) -> None:
-    """The deep pipeline's per-layer and fine-tuning settings."""
+    """The deep pipeline's per-layer, joint and fine-tuning settings (optimisers and objectives
+    included: every value a stage would refuse is refused before the first stage trains)."""
+    if _get(c, "stages") is None:
+        return
+    for stage in ("pathway", "joint", "top"):
+        node = _get(c, f"stages.{stage}")
+        if node is None:
+            continue
+        if not isinstance(node, Mapping):
+            raise ConfigError(f"stages.{stage}={node!r} has the wrong type; allowed: a mapping of settings")
+        check_optim(f"stages.{stage}.optim", node.get("optim"))
+        check_objective_node(f"stages.{stage}.objective", node.get("objective"))
+        for key, rule in (("epochs", INT0), ("batch_size", INT1)):
+            _number(f"stages.{stage}.{key}", node.get(key), *rule)
+    mods = _get(c, "data.modalities") or _get(c, "model.modalities") or {}
+    layer_names = pathway_layer_names(c)
     for name, s in (_get(c, "stages.pathway.layers") or {}).items():
+        if layer_names is not None and name not in layer_names:
+            raise ConfigError(
+                f"stages.pathway.layers.{name} names no pathway layer of this model; "
+                f"allowed: {', '.join(layer_names) or 'none (no pathway layers)'}"
+            )
+        if not isinstance(s, Mapping):
+            raise ConfigError(f"stages.pathway.layers.{name}={s!r} has the wrong type; allowed: a mapping")
+        check_optim(f"stages.pathway.layers.{name}.optim", s.get("optim"))
+        check_objective_node(f"stages.pathway.layers.{name}.objective", s.get("objective"))
         for key, rule in (("epochs", INT0), ("batch_size", INT1)):
             _number(f"stages.pathway.layers.{name}.{key}", (s or {}).get(key), *rule)
+    for m, k in (_get(c, "stages.pathway.min_active") or {}).items():
+        if mods and m not in mods:
+            raise ConfigError(f"stages.pathway.min_active names modality {m!r}, which the data do not have")
+        _number(f"stages.pathway.min_active.{m}", k, *INT1)
     for name, s in (_get(c, "stages.finetune") or {}).items():
         if not s:
             continue
@@ -196,6 +307,20 @@ def check_stages(c: Mapping) -> None:
         _number(
             f"{where}.objective.mask_rate", obj.get("mask_rate"), lambda x: 0 <= x < 1, "a number in [0, 1)"
         )
+
+
+def pathway_layer_names(c: Mapping) -> list[str] | None:
+    """``<modality>_<layer>`` of every pathway layer the model config describes (None: unknown)."""
+    mods = _get(c, "model.modalities") or _get(c, "data.modalities")
+    if not isinstance(mods, Mapping) or _get(c, "model.n_joint") is None:
+        return None
+    pathways = _get(c, "model.pathways") or {}
+    default = _get(c, "model.default_pathway") or {}
+    names = []
+    for m in mods:
+        layers = (pathways.get(m) or default).get("layers") or []
+        names += [f"{m}_{i + 1}" for i in range(len(layers))]
+    return [*names, "top"]  # top: the joint RBM's pre-training of model=mdbm
 
 
 def one_line(exc: BaseException) -> str:

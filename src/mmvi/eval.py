@@ -22,9 +22,17 @@ import lightning.pytorch as pl
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
-from mmvi.api import preflight, print_summary, run_metadata, run_task
-from mmvi.config_check import check_evaluation_arguments, instantiate_checked, validate_config
+from mmvi.api import (
+    check_checkpoint_file,
+    check_model_matches_data,
+    preflight,
+    print_summary,
+    run_metadata,
+    run_task,
+)
+from mmvi.config_check import ConfigError, check_evaluation_arguments, instantiate_checked, validate_config
 from mmvi.data.base import MultimodalDataModule, load_data_state
+from mmvi.deep.stages import deep_merge
 from mmvi.fingerprint import CHECKPOINT_KEY, check_run_folder, data_digest, fingerprint
 from mmvi.lit.module import MultimodalLitModule
 from mmvi.utils import RunRecord, write_json_atomic
@@ -47,6 +55,21 @@ def training_config(ckpt_path: Path) -> dict:
     return json.loads(saved.read_text())["config"]
 
 
+NEW_FOLDER = "evaluate into a new folder (hydra.run.dir=<new folder>)"
+
+
+def evaluation_data(cfg: DictConfig, ckpt: Path) -> dict:
+    """The data config to evaluate on: the training run's, with ``+data=<option>`` (a whole data
+    config) or ``+data.<key>=...`` (keys merged onto the training run's data config) applied."""
+    given = OmegaConf.to_container(cfg.data, resolve=True) if cfg.get("data") else None
+    if given is not None and not isinstance(given, dict):
+        raise ConfigError(f"data={given!r} is not allowed; allowed: +data=<option> or +data.<key>=<value>")
+    if given and "_target_" in given:
+        return given
+    trained = training_config(ckpt)["data"]
+    return deep_merge(trained, given) if given else trained
+
+
 def evaluation_fingerprint(cfg: DictConfig, ckpt: Path, data_cfg: dict, checkpoint: dict) -> dict:
     """What an evaluation's numbers depend on: the checkpoint (its training fingerprint, or its
     path when it has none), the data and the evaluation settings."""
@@ -60,31 +83,31 @@ def evaluation_fingerprint(cfg: DictConfig, ckpt: Path, data_cfg: dict, checkpoi
 
 def evaluate_checkpoint(cfg: DictConfig) -> dict[str, float]:
     """Evaluate ``cfg.ckpt_path``; return the metrics (see the module docstring)."""
+    if OmegaConf.is_missing(cfg, "ckpt_path"):
+        raise ConfigError("ckpt_path is required: python -m mmvi.eval ckpt_path=<run>/checkpoints/last.ckpt")
     out_dir = Path(cfg.paths.output_dir)
     meta = run_metadata(cfg)
     with preflight(out_dir, meta):
         ckpt = Path(str(cfg.ckpt_path))
         if not ckpt.is_file():
             raise FileNotFoundError(f"ckpt_path={ckpt}: no such checkpoint file")
+        check_checkpoint_file(ckpt)
         validate_config(cfg)
         check_evaluation_arguments(cfg.evaluation)
-        data_cfg = (
-            OmegaConf.to_container(cfg.data, resolve=True)
-            if cfg.get("data")
-            else training_config(ckpt)["data"]
-        )
+        data_cfg = evaluation_data(cfg, ckpt)
         import torch
 
         checkpoint = torch.load(str(ckpt), map_location="cpu", weights_only=False)
         fp = evaluation_fingerprint(cfg, ckpt, data_cfg, checkpoint)
-        check_run_folder(out_dir, fp, checkpoint=out_dir / "none")
+        check_run_folder(out_dir, fp, checkpoint=out_dir / "none", ways=NEW_FOLDER)
         pl.seed_everything(int(cfg.seed))
         lit = MultimodalLitModule.load_from_checkpoint(str(ckpt), map_location="cpu")
         dm: MultimodalDataModule = instantiate_checked(data_cfg)
         load_data_state(dm, checkpoint)
         dm.setup()
+        check_model_matches_data(lit, dm)
         fp = {**fp, "data_digest": data_digest(dm.splits)}
-        check_run_folder(out_dir, fp, checkpoint=out_dir / "none")
+        check_run_folder(out_dir, fp, checkpoint=out_dir / "none", ways=NEW_FOLDER)
     meta = {**meta, "fingerprint": fp, "data_config": data_cfg}
     out_dir.mkdir(parents=True, exist_ok=True)
     write_json_atomic(out_dir / "config_resolved.json", meta)

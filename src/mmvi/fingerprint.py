@@ -193,9 +193,10 @@ def checkpoint_fingerprint(path: str | Path) -> tuple[dict | None, bool]:
 
 
 def recorded_fingerprints(folder: Path, checkpoint: str | Path | None = None) -> list[tuple[str, dict, bool]]:
-    """``(source, fingerprint, complete?)`` of the work a run folder holds: a completed
-    ``results.json`` and the checkpoint a resume would start from (``checkpoint``, default
-    ``checkpoints/last.ckpt``). Failed or unfinished records without a checkpoint hold no work."""
+    """``(source, fingerprint, complete?)`` of the work a run folder holds: a completed or running
+    ``results.json`` (a running one may be a run in progress, or one that crashed) and the
+    checkpoint a resume would start from (``checkpoint``, default ``checkpoints/last.ckpt``). A
+    failed record holds no work (the failure is replaced by the next attempt)."""
     from mmvi.utils import RESULTS_FILE, read_results
 
     out = []
@@ -204,7 +205,7 @@ def recorded_fingerprints(folder: Path, checkpoint: str | Path | None = None) ->
         res = read_results(res_path) if res_path.is_file() else {}
     except (OSError, ValueError):
         res = {}
-    if res.get("status") == "completed":
+    if res.get("status") in ("completed", "running"):
         if "fingerprint" in res:
             out.append((str(res_path), res["fingerprint"], True))
         elif res.get("config"):
@@ -217,24 +218,39 @@ def recorded_fingerprints(folder: Path, checkpoint: str | Path | None = None) ->
     return out
 
 
-def check_run_folder(folder: Path, new: Mapping[str, Any], checkpoint: str | Path | None = None) -> None:
+START_OVER = "use a new folder (hydra.run.dir=<new folder>) or ckpt_path=none to start over in this one"
+
+
+def check_run_folder(
+    folder: Path,
+    new: Mapping[str, Any],
+    checkpoint: str | Path | None = None,
+    ways: str = START_OVER,
+) -> None:
     """Refuse (one line) to resume or relabel a folder that holds another configuration's run.
 
     ``new`` is the requested fingerprint; a recorded one that differs in any result-defining
-    setting (a raised ``trainer.max_epochs`` continues the run) or in the data raises.
+    setting (a raised ``trainer.max_epochs`` continues the run) or in the data raises. A
+    ``checkpoint`` given explicitly (``ckpt_path=<file>``) is compared as the run it resumes.
 
     Raises:
-        ConfigError: naming the differing keys, their old and new values and the two ways forward.
+        ConfigError: naming the differing keys, their old and new values and the ways forward.
     """
     from mmvi.config_check import ConfigError
 
+    own = Path(folder) / "checkpoints" / "last.ckpt"
     for source, old, complete in recorded_fingerprints(folder, checkpoint):
         diffs = differences(old, new) if complete else partial_differences(old, new)
-        if diffs:
+        if not diffs:
+            continue
+        if checkpoint is not None and Path(source) == Path(checkpoint) and Path(checkpoint) != own:
             raise ConfigError(
-                f"{folder} holds a run of another configuration ({Path(source).name}): {describe(diffs)}; "
-                "use a new folder (hydra.run.dir=<new folder>) or ckpt_path=none to start over in this one"
+                f"ckpt_path={checkpoint} is a checkpoint of another configuration: {describe(diffs)}; "
+                "resume from a checkpoint of this configuration, or leave ckpt_path unset to start fresh"
             )
+        raise ConfigError(
+            f"{folder} holds a run of another configuration ({Path(source).name}): {describe(diffs)}; {ways}"
+        )
 
 
 def partial_differences(old: Mapping[str, Any], new: Mapping[str, Any]) -> list[tuple[str, Any, Any]]:

@@ -21,8 +21,9 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
 from mmvi.api import (
+    check_checkpoint_file,
+    check_model_matches_data,
     complete_modalities,
-    finish_wandb,
     instantiate_dict,
     is_global_zero,
     log_to_loggers,
@@ -31,6 +32,7 @@ from mmvi.api import (
     run_metadata,
     run_task,
     start_over,
+    wandb_closed,
 )
 from mmvi.config_check import (
     ConfigError,
@@ -47,6 +49,8 @@ from mmvi.utils import RESULTS_FILE, RunRecord, finite_metrics, write_json_atomi
 
 log = logging.getLogger(__name__)
 
+ARTEFACTS = ("generation.png", "retrieval.png")  # the evaluation's figures
+
 
 def resolve_ckpt_path(cfg: DictConfig) -> str | None:
     """Checkpoint to resume from.
@@ -55,6 +59,8 @@ def resolve_ckpt_path(cfg: DictConfig) -> str | None:
     ``<output_dir>/checkpoints/last.ckpt`` when it exists; ``ckpt_path=none`` forces a fresh start.
     """
     ckpt = cfg.get("ckpt_path")
+    if ckpt is not None and not isinstance(ckpt, str):
+        raise ConfigError(f"ckpt_path={ckpt!r} has the wrong type; allowed: last, none or a checkpoint file")
     last = Path(cfg.paths.output_dir) / "checkpoints" / "last.ckpt"
     if ckpt == "none":
         return None
@@ -66,6 +72,7 @@ def resolve_ckpt_path(cfg: DictConfig) -> str | None:
         return None
     if not Path(ckpt).is_file():
         raise FileNotFoundError(f"ckpt_path={ckpt}: no such checkpoint file")
+    check_checkpoint_file(ckpt)
     return str(ckpt)
 
 
@@ -89,15 +96,6 @@ def build_lit_module(cfg: DictConfig) -> MultimodalLitModule:
         )
     except (ValueError, TypeError, InstantiationException) as exc:
         raise ConfigError(one_line(exc)) from None
-
-
-def check_model_matches_data(lit: MultimodalLitModule, dm: MultimodalDataModule) -> None:
-    data_sizes = dm.modality_sizes
-    if lit.model.sizes != data_sizes:
-        raise ConfigError(
-            f"model.modalities {lit.model.sizes} do not match the data's modalities {data_sizes}; "
-            "set model.modalities to the data's (default: ${data.modalities})"
-        )
 
 
 @dataclass
@@ -158,9 +156,9 @@ def train(cfg: DictConfig) -> dict[str, float]:
     if zero:
         out_dir.mkdir(parents=True, exist_ok=True)
         if cfg.get("ckpt_path") == "none":
-            start_over(out_dir, ("checkpoints", "csv", RESULTS_FILE))
+            start_over(out_dir, ("checkpoints", "csv", RESULTS_FILE, "config_resolved.json", *ARTEFACTS))
         write_json_atomic(out_dir / "config_resolved.json", {**meta, "fingerprint": fp})
-    with RunRecord(out_dir, {**meta, "fingerprint": fp}, write=zero) as record:
+    with wandb_closed(), RunRecord(out_dir, {**meta, "fingerprint": fp}, write=zero) as record:
         if ckpt is None:
             lit.model.init_visible_bias_from_data(dm.modality_means())
         else:
@@ -179,8 +177,7 @@ def train(cfg: DictConfig) -> dict[str, float]:
         good, _ = finite_metrics(metrics)
         wandb_dir = log_to_loggers(loggers, good, artefacts, trainer.global_step)
         good = record.complete(metrics, artefacts=artefacts, wandb_dir=wandb_dir)
-    finish_wandb()  # wandb prints its own run summary; ours comes last
-    print_summary(out_dir, good, wandb_dir)
+    print_summary(out_dir, good, wandb_dir)  # after wandb's own run summary
     return good
 
 

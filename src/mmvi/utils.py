@@ -176,5 +176,10 @@ class RunRecord:
 
     def __exit__(self, exc_type, exc, tb) -> bool:
         if exc is not None:
-            self.update("failed", reason=f"{exc_type.__name__}: {exc}", duration_s=time.time() - self.started)
+            reason = f"{exc_type.__name__}: {exc}"
+            if issubclass(exc_type, KeyboardInterrupt | SystemExit):
+                reason = (
+                    "interrupted (e.g. Ctrl-C); rerun the same command to resume from the last checkpoint"
+                )
+            self.update("failed", reason=reason, duration_s=time.time() - self.started)
         return False

@@ -40,7 +40,6 @@ from omegaconf import DictConfig, OmegaConf
 
 from mmvi.api import (
     complete_modalities,
-    finish_wandb,
     instantiate_dict,
     log_to_loggers,
     preflight,
@@ -48,6 +47,7 @@ from mmvi.api import (
     run_metadata,
     run_task,
     start_over,
+    wandb_closed,
 )
 from mmvi.config_check import (
     ConfigError,
@@ -81,6 +81,7 @@ log = logging.getLogger(__name__)
 
 FIT_SPLITS = ("train", "val")
 MODEL_FILE = "model.pt"  # the whole model after the last stage run
+ARTEFACTS = ("generation.png", "retrieval.png")  # the evaluation's figures
 # data keys that do not change the examples (left out of the stage specs)
 LOADER_KEYS = ("batch_size", "eval_batch_size", "num_workers", "on_device")
 
@@ -322,6 +323,17 @@ def record_dbm_training(meta: dict) -> None:
     meta.setdefault("choices", {}).update(objective=DBM_OBJECTIVE, optim=f"stages.{JOINT_STAGE}")
 
 
+def identity_config(config: dict) -> dict:
+    """The config a deep run's fingerprint is taken of: without what this model does not use (the
+    trainer's ``max_epochs``: every stage has its own; ``stages.joint`` for the MDRNN,
+    ``stages.finetune`` for the DBM)."""
+    out = {**config, "trainer": {k: v for k, v in (config.get("trainer") or {}).items() if k != "max_epochs"}}
+    dbm = str(config["model"].get("_target_", "")).endswith("MultimodalDBM")
+    unused = "finetune" if dbm else JOINT_STAGE
+    out["stages"] = {k: v for k, v in (config.get("stages") or {}).items() if k != unused}
+    return out
+
+
 def native_inference_steps(cfg: dict) -> int:
     """The deep model's own inference: the DBM's mean-field steps (model=mdbm); else the T of the
     last fine-tuning phase run (up to ``stop_after``), else the top objective's."""
@@ -352,12 +364,12 @@ def run(cfg: DictConfig) -> dict[str, float]:
         check_evaluation_arguments(cfg.evaluation)
         record_dbm_training(meta)
         if not fresh:
-            check_run_folder(out_dir, fingerprint(meta["config"]))
+            check_run_folder(out_dir, fingerprint(identity_config(meta["config"])))
         pl.seed_everything(int(cfg.seed), workers=True)
         dm: MultimodalDataModule = instantiate_checked(cfg.data)
         dm.setup()
         dm.shuffle_seed = int(cfg.seed)
-        fp = fingerprint(meta["config"], data_digest(dm.splits))
+        fp = fingerprint(identity_config(meta["config"]), data_digest(dm.splits))
         if not fresh:
             check_run_folder(out_dir, fp)
         complete_modalities(cfg, dm)
@@ -377,10 +389,10 @@ def run(cfg: DictConfig) -> dict[str, float]:
             check_joint_settings(meta["config"], model)
     out_dir.mkdir(parents=True, exist_ok=True)
     if fresh:
-        start_over(out_dir, ("stages", MODEL_FILE, "csv", RESULTS_FILE))
+        start_over(out_dir, ("stages", MODEL_FILE, "csv", RESULTS_FILE, "config_resolved.json", *ARTEFACTS))
     meta["fingerprint"] = fp
     write_json_atomic(out_dir / "config_resolved.json", meta)
-    with RunRecord(out_dir, meta) as record:
+    with wandb_closed(), RunRecord(out_dir, meta) as record:
         root = out_dir / "stages"
         loggers, offsets = instantiate_dict(cfg.get("logger")), LogOffsets()
         for lg in loggers:  # one wandb run for the whole pipeline; stages log into it by prefix
@@ -391,7 +403,6 @@ def run(cfg: DictConfig) -> dict[str, float]:
         if stopped and not cfg.get("evaluate_stopped", False):
             record.update("running", stages=stages, **stopped)
             log.info("stopped after stage %s; re-run without stop_after to continue", cfg.stop_after)
-            finish_wandb()
             return {}
         with atomic_path(out_dir / MODEL_FILE) as tmp:  # the whole trained model (mmvi.load reads it)
             torch.save({k: v.detach().cpu() for k, v in model.state_dict().items()}, tmp)
@@ -410,8 +421,7 @@ def run(cfg: DictConfig) -> dict[str, float]:
             wandb_dir=wandb_dir,
             **stopped,
         )
-    finish_wandb()  # wandb prints its own run summary; ours comes last
-    print_summary(out_dir, good, wandb_dir)
+    print_summary(out_dir, good, wandb_dir)  # after wandb's own run summary
     return good
 
 
@@ -421,10 +431,7 @@ def main(cfg: DictConfig) -> float | None:
     warnings.filterwarnings("ignore", message=".*log_every_n_steps.*")
     for name in ("lightning.pytorch.utilities.rank_zero", "lightning.pytorch.accelerators.cuda"):
         logging.getLogger(name).setLevel(logging.WARNING)
-    try:
-        return run_task(run, cfg)
-    finally:
-        finish_wandb()  # a failed run's wandb run is closed before the next job of a multirun
+    return run_task(run, cfg)
 
 
 if __name__ == "__main__":

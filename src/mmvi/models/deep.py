@@ -24,13 +24,12 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
-import torch
 from hydra.utils import get_class
 from torch import Tensor, nn
 
 from mmvi.models.hidden_units import make_hidden_units
 from mmvi.models.mrbm import MultimodalRBM, Visibles, check_visibles
-from mmvi.models.units import UNIT_OPTIONS, Units, make_units
+from mmvi.models.units import UNIT_OPTIONS, Units, make_units, observe
 
 RBM_TARGET = "mmvi.models.MultimodalRBM"
 
@@ -211,7 +210,7 @@ class MDRNN(PathwayStack):
                 mean = self.units[m].mean(self.down(m, h))
                 if m in observed:
                     mask, values = observed[m]
-                    mean = torch.lerp(mean, values, mask)
+                    mean = observe(mean, values, mask)
                 means[m] = mean
             h = self.top.hidden_probs({**tops, **{m: self.up(m, x) for m, x in means.items()}})
             if tol is not None and prev:

@@ -163,6 +163,12 @@ def bernoulli(p: Tensor, generator: torch.Generator | None = None) -> Tensor:
     return (u < p).to(p.dtype)
 
 
+def observe(mean: Tensor, values: Tensor, mask: Tensor) -> Tensor:
+    """``mask`` ⊙ ``values`` + (1 − ``mask``) ⊙ ``mean``: a partly observed modality's state, in the
+    dtype of ``mean`` (bf16 under autocast)."""
+    return torch.lerp(mean, values.to(mean.dtype), mask.to(mean.dtype))
+
+
 UNIT_TYPES: dict[str, type[Units]] = {cls.name: cls for cls in (BernoulliUnits, GaussianUnits, SoftmaxUnits)}
 
 

@@ -23,7 +23,7 @@ import torch
 from torch import Tensor
 
 from mmvi.models.mrbm import MultimodalRBM
-from mmvi.models.units import bernoulli
+from mmvi.models.units import bernoulli, observe
 from mmvi.objectives.base import Hidden, Objective
 
 
@@ -203,7 +203,7 @@ class MultiPrediction(Objective):
             h = self._hidden(model, model.bottom_up({m: observed[m] * v[m] for m in part}, start=start))
         for t in range(steps):
             with torch.set_grad_enabled(grad and t > cut):
-                state = {m: torch.lerp(model.visible_mean(m, h), v[m], observed[m]) for m in part}
+                state = {m: observe(model.visible_mean(m, h), v[m], observed[m]) for m in part}
             with torch.set_grad_enabled(grad and t >= cut):
                 h = self._hidden(model, model.bottom_up(state, start=fixed))
         return {m: model.visible_input(m, h) for m in part}, h

@@ -91,6 +91,7 @@ def measure_label(name: str) -> str:
         (r"classify/map_no_(.+)", r"probe mAP, all but \1"),
         (r"classify/map_(.+)", r"probe mAP, \1 only"),
         (r"classify/precision_at_(\d+)_(.+)", r"probe P@\1, \2"),
+        (r"classify/C_at_bound", "probe C at a grid bound"),
         (r"classify/C", "probe C"),
         (r"cond_ce/(.+)_given_(.+)", r"CE(\1 | \2) (nats)"),
         (r"cond_nll/vi", "VI: Σ −log P(m | rest) (nats)"),

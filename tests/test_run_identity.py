@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import json
 import shutil
+import subprocess
 from pathlib import Path
 
 import numpy as np
@@ -61,6 +62,12 @@ def test_reused_folder_with_another_objective_stops_before_any_work(tmp_path):
     assert [k for k in after if k not in before and not k.startswith(".hydra/") and k != "train.log"] == []
     res = read_results(run)
     assert res["status"] == "completed" and res["choices"]["objective"] == "nll_cd"
+    # the record names the code it was computed with (the checkout's commit where there is one)
+    head = subprocess.run(
+        ["git", "rev-parse", "HEAD"], cwd=Path(mmvi.__file__).parent, capture_output=True, text=True
+    )
+    assert res["code"]["version"] == mmvi.__version__
+    assert res["code"]["commit"] == (head.stdout.strip() if head.returncode == 0 else None)
 
 
 def test_resources_do_not_change_the_identity_and_a_raised_schedule_continues(tmp_path):

@@ -57,10 +57,41 @@ def is_global_zero() -> bool:
     return int(os.environ.get("LOCAL_RANK", 0)) == 0 and int(os.environ.get("NODE_RANK", 0)) == 0
 
 
+def code_version() -> dict[str, Any]:
+    """The code a result was computed with: mmvi's version and, when it runs from a git checkout,
+    the commit and whether the working tree differed from it (``dirty``); ``None`` where git or
+    the checkout is unavailable. Recorded in every ``results.json``; not part of the fingerprint,
+    so a run resumes across commits."""
+    import subprocess
+
+    import mmvi
+
+    info: dict[str, Any] = {"version": mmvi.__version__, "commit": None, "dirty": None}
+    src = Path(mmvi.__file__).resolve().parent
+    try:
+        commit = subprocess.run(
+            ["git", "rev-parse", "HEAD"], cwd=src, capture_output=True, text=True, timeout=10
+        )
+        if commit.returncode == 0:
+            info["commit"] = commit.stdout.strip()
+            status = subprocess.run(
+                ["git", "status", "--porcelain", "--untracked-files=no"],
+                cwd=src,
+                capture_output=True,
+                text=True,
+                timeout=10,
+            )
+            info["dirty"] = bool(status.stdout.strip()) if status.returncode == 0 else None
+    except (OSError, subprocess.SubprocessError):
+        pass
+    return info
+
+
 def run_metadata(cfg: DictConfig) -> dict[str, Any]:
-    """Resolved config (without the hydra node), Hydra choices and overrides of this job."""
+    """Resolved config (without the hydra node), Hydra choices and overrides of this job, and the
+    code version (:func:`code_version`)."""
     resolved = OmegaConf.to_container(cfg, resolve=True)
-    meta: dict[str, Any] = {"config": resolved, "run_dir": str(cfg.paths.output_dir)}
+    meta: dict[str, Any] = {"config": resolved, "run_dir": str(cfg.paths.output_dir), "code": code_version()}
     if HydraConfig.initialized():
         hc = HydraConfig.get()
         meta["choices"] = {k: v for k, v in hc.runtime.choices.items() if not k.startswith("hydra/")}

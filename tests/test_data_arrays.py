@@ -161,6 +161,8 @@ def bad(folder, mfeat) -> Path:
     np.save(bad / "idx_b.npy", np.arange(250, 350))
     np.save(bad / "idx_c.npy", np.arange(350, 500))
     np.save(bad / "pix_frac.npy", mfeat["pix"] / 6.0)
+    np.save(bad / "fou_empty.npy", mfeat["fou"][:0])
+    (bad / "kar_empty.csv").write_text("")
     return bad
 
 
@@ -217,6 +219,11 @@ def bad(folder, mfeat) -> Path:
             r"modality name 'multimodal' is not allowed",
         ),
         ({"files": {}}, r"data\.files names no file"),
+        (
+            {"files": {"pix": "pix.npy", "fou": "bad/fou_empty.npy"}},
+            r"fou_empty\.npy: no values \(array of shape \(0, 76\)\)",
+        ),
+        ({"files": {"pix": "pix.npy", "kar": "bad/kar_empty.csv"}}, r"cannot read .*kar_empty\.csv"),
     ],
 )
 def test_bad_input_is_one_line_naming_file_and_key(folder, bad, kwargs, pattern):

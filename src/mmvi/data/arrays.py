@@ -185,6 +185,8 @@ def as_matrix(x: np.ndarray, source: ArraySource) -> np.ndarray:
         raise DataError(f"{source}: array of {x.dtype} values, expected numbers")
     if x.ndim == 0:
         raise DataError(f"{source}: a single number, expected rows of examples")
+    if x.size == 0:
+        raise DataError(f"{source}: no values (array of shape {tuple(x.shape)}), expected rows of examples")
     x = x.reshape(x.shape[0], -1) if x.ndim != 1 else x[:, None]
     if x.dtype.kind == "f":
         bad = ~np.isfinite(x)

@@ -234,23 +234,36 @@ def print_summary(out_dir: Path, metrics: dict, wandb_dir: str | None) -> None:
 
 
 # ----------------------------------------------------------------------------- CLI tasks
-def exit_on_user_error(exc: Exception) -> None:
-    """A config or data error ends a single run with its one-line message, no traceback.
+#: (job folder, one-line message) of each job of this process's multirun that a user error ended;
+#: :class:`mmvi.hydra_callbacks.SweepRecords` reports them when the sweep ends.
+REFUSED_JOBS: list[tuple[str, str]] = []
 
-    In a multirun the exception propagates so Hydra records the job as failed and runs the rest.
+
+def exit_on_user_error(exc: Exception, folder: str | None = None) -> None:
+    """A config or data error ends a single run with its one-line message (``error: ...``, exit
+    status 2), no traceback.
+
+    In a multirun the job ends with the same line (prefixed by its folder) and the sweep goes on;
+    the job is listed in :data:`REFUSED_JOBS`, and the sweep exits with status 2 at its end.
     """
     if in_multirun():
-        raise exc
+        REFUSED_JOBS.append((str(folder), str(exc)))
+        where = "" if str(exc).startswith(str(folder)) else f"{folder}: "
+        print(f"error: {where}{exc}", file=sys.stderr, flush=True)
+        return
     print(f"error: {exc}", file=sys.stderr, flush=True)
     raise SystemExit(2)
 
 
 def run_task(task: Callable[[DictConfig], dict[str, float]], cfg: DictConfig) -> float | None:
-    """Run an entry point's task; user errors end it with one line; return the optimised metric."""
+    """Run an entry point's task; user errors end it with one line; return the optimised metric
+    (NaN for a job of a multirun that a user error ended, so a hyper-parameter search records a
+    failed trial and goes on)."""
     try:
         metrics = task(cfg)
     except USER_ERRORS as exc:
-        exit_on_user_error(exc)
+        exit_on_user_error(exc, cfg.get("paths", {}).get("output_dir"))
+        return float("nan") if cfg.get("optimized_metric") else None
     finally:
         finish_wandb()  # a failed run's wandb run is closed before the next job of a multirun
     return metrics.get(cfg.get("optimized_metric")) if metrics else None

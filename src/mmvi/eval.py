@@ -33,7 +33,7 @@ from mmvi.api import (
 from mmvi.config_check import ConfigError, check_evaluation_arguments, instantiate_checked, validate_config
 from mmvi.data.base import MultimodalDataModule, load_data_state
 from mmvi.deep.stages import deep_merge
-from mmvi.fingerprint import CHECKPOINT_KEY, check_run_folder, data_digest, fingerprint
+from mmvi.fingerprint import CHECKPOINT_KEY, check_run_folder, data_digest, fingerprint, new_folder
 from mmvi.lit.module import MultimodalLitModule
 from mmvi.utils import RunRecord, write_json_atomic
 
@@ -53,9 +53,6 @@ def training_config(ckpt_path: Path) -> dict:
             "name the data with +data=<option> (e.g. +data=mnist data.data_dir=<folder>)"
         )
     return json.loads(saved.read_text())["config"]
-
-
-NEW_FOLDER = "evaluate into a new folder (hydra.run.dir=<new folder>)"
 
 
 def evaluation_data(cfg: DictConfig, ckpt: Path) -> dict:
@@ -99,7 +96,9 @@ def evaluate_checkpoint(cfg: DictConfig) -> dict[str, float]:
 
         checkpoint = torch.load(str(ckpt), map_location="cpu", weights_only=False)
         fp = evaluation_fingerprint(cfg, ckpt, data_cfg, checkpoint)
-        check_run_folder(out_dir, fp, checkpoint=out_dir / "none", ways=NEW_FOLDER)
+        check_run_folder(
+            out_dir, fp, checkpoint=out_dir / "none", ways=f"evaluate into a new folder ({new_folder()})"
+        )
         pl.seed_everything(int(cfg.seed))
         lit = MultimodalLitModule.load_from_checkpoint(str(ckpt), map_location="cpu")
         dm: MultimodalDataModule = instantiate_checked(data_cfg)
@@ -107,7 +106,9 @@ def evaluate_checkpoint(cfg: DictConfig) -> dict[str, float]:
         dm.setup()
         check_model_matches_data(lit, dm)
         fp = {**fp, "data_digest": data_digest(dm.splits)}
-        check_run_folder(out_dir, fp, checkpoint=out_dir / "none", ways=NEW_FOLDER)
+        check_run_folder(
+            out_dir, fp, checkpoint=out_dir / "none", ways=f"evaluate into a new folder ({new_folder()})"
+        )
     meta = {**meta, "fingerprint": fp, "data_config": data_cfg}
     out_dir.mkdir(parents=True, exist_ok=True)
     write_json_atomic(out_dir / "config_resolved.json", meta)

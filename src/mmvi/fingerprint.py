@@ -218,20 +218,31 @@ def recorded_fingerprints(folder: Path, checkpoint: str | Path | None = None) ->
     return out
 
 
-START_OVER = "use a new folder (hydra.run.dir=<new folder>) or ckpt_path=none to start over in this one"
+def new_folder() -> str:
+    """The override that names a new folder: ``hydra.sweep.dir=<new folder>`` for a job of a
+    multirun, else ``hydra.run.dir=<new folder>``."""
+    from mmvi.api import in_multirun
+
+    return f"{'hydra.sweep.dir' if in_multirun() else 'hydra.run.dir'}=<new folder>"
+
+
+def start_over_hint() -> str:
+    """The ways forward from a folder that holds another configuration's run."""
+    return f"use a new folder ({new_folder()}) or ckpt_path=none to start over in this one"
 
 
 def check_run_folder(
     folder: Path,
     new: Mapping[str, Any],
     checkpoint: str | Path | None = None,
-    ways: str = START_OVER,
+    ways: str | None = None,
 ) -> None:
     """Refuse (one line) to resume or relabel a folder that holds another configuration's run.
 
     ``new`` is the requested fingerprint; a recorded one that differs in any result-defining
     setting (a raised ``trainer.max_epochs`` continues the run) or in the data raises. A
-    ``checkpoint`` given explicitly (``ckpt_path=<file>``) is compared as the run it resumes.
+    ``checkpoint`` given explicitly (``ckpt_path=<file>``) is compared as the run it resumes;
+    ``ways`` (default :func:`start_over_hint`) ends the message.
 
     Raises:
         ConfigError: naming the differing keys, their old and new values and the ways forward.
@@ -249,7 +260,7 @@ def check_run_folder(
                 "resume from a checkpoint of this configuration, or leave ckpt_path unset to start fresh"
             )
         raise ConfigError(
-            f"{folder} holds a run of another configuration ({Path(source).name}): {describe(diffs)}; {ways}"
+            f"{folder} holds a run of another configuration ({Path(source).name}): {describe(diffs)}; {ways or start_over_hint()}"
         )
 
 

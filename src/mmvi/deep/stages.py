@@ -43,7 +43,7 @@ from torch.utils.data import DataLoader, IterableDataset
 
 from mmvi.config_check import ConfigError
 from mmvi.data.base import MultimodalDataModule, Split
-from mmvi.fingerprint import describe, differences
+from mmvi.fingerprint import describe, differences, start_over_hint
 from mmvi.utils import atomic_path, write_json_atomic
 
 log = logging.getLogger(__name__)
@@ -69,7 +69,7 @@ def check_stage_spec(name: str, folder: Path, old: Mapping, new: Mapping, state:
     if diffs:
         raise ConfigError(
             f"stage {name!r} in {folder} was {state} with another configuration: {describe(diffs)}; "
-            "use a new folder (hydra.run.dir=<new folder>) or ckpt_path=none to start over in this one"
+            f"{start_over_hint()}"
         )
 
 

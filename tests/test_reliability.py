@@ -269,7 +269,9 @@ def test_failing_job_is_recorded_and_the_other_jobs_complete(tmp_path):
     # the sweep ends with status 2 and one line per refused job, no traceback
     assert proc.returncode == 2 and "Traceback" not in proc.stderr
     errors = [x for x in proc.stderr.splitlines() if "optim.lr=-1" in x]
-    assert len(errors) == 2 and errors[0].startswith(f"error: {tmp_path / '1'}: ")  # when it ends, and at the end
+    assert len(errors) == 2 and errors[0].startswith(
+        f"error: {tmp_path / '1'}: "
+    )  # when it ends, and at the end
     assert "error: 1 job(s) of this sweep refused:" in proc.stderr
     statuses = {p.parent.name: json.loads(p.read_text()) for p in Path(tmp_path).glob("*/results.json")}
     assert statuses["0"]["status"] == "completed"
@@ -279,7 +281,9 @@ def test_failing_job_is_recorded_and_the_other_jobs_complete(tmp_path):
 
     # the same sweep folder with other settings: job 0 is refused in one line naming the sweep
     # override, its completed run and the earlier sweep's record are kept
-    again = run_cli("mmvi.train", ["-m", *SMALL, "optim.lr=0.02", f"hydra.sweep.dir={tmp_path}"], cwd=tmp_path)
+    again = run_cli(
+        "mmvi.train", ["-m", *SMALL, "optim.lr=0.02", f"hydra.sweep.dir={tmp_path}"], cwd=tmp_path
+    )
     assert again.returncode == 2 and "Traceback" not in again.stderr
     refused = [x for x in again.stderr.splitlines() if x.startswith("error: ")]
     assert refused[0].startswith(f"error: {tmp_path / '0'} holds a run of another configuration")

@@ -12,6 +12,16 @@ from omegaconf import DictConfig, open_dict
 
 from mmvi.models.mrbm import MultimodalRBM
 
+#: overrides of a training run small enough for a test (mnist5k, 1 epoch, CSV logger only)
+SMALL_RUN = [
+    "data.max_examples={train:200,val:100,test:100}",
+    "model.n_hidden=16",
+    "trainer.max_epochs=1",
+    "trainer.enable_progress_bar=false",
+    "evaluation.n_generation=0",
+    "logger=csv",
+]
+
 
 def all_binary(n: int, dtype=torch.float64) -> torch.Tensor:
     """All 2^n binary vectors as rows."""

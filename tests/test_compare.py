@@ -493,16 +493,9 @@ def test_an_evaluation_sits_beside_the_run_it_evaluated(tmp_path):
     """``mmvi.eval`` with converged inference on a training run: a row of its own, under the training
     run's objective, with the evaluation setting that differs as a column."""
     import mmvi
+    from helpers import SMALL_RUN
 
-    small = [
-        "data=mnist5k",
-        "data.max_examples={train:200,val:100,test:100}",
-        "model.n_hidden=16",
-        "trainer.max_epochs=1",
-        "trainer.enable_progress_bar=false",
-        "evaluation.n_generation=0",
-        "logger=csv",
-    ]
+    small = ["data=mnist5k", *SMALL_RUN]
     trained = mmvi.run([*small, "objective=nll_cd"], run_dir=tmp_path / "runs" / "nll")
     ckpt = Path(trained["run_dir"]) / "checkpoints" / "last.ckpt"
     mmvi.run(

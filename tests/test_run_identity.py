@@ -17,18 +17,12 @@ import numpy as np
 import pytest
 
 import mmvi
+from helpers import SMALL_RUN
 from mmvi.config_check import ConfigError
 from mmvi.utils import read_results
 from test_train_cli import run_cli
 
-SMALL = [
-    "data.max_examples={train:200,val:100,test:100}",
-    "model.n_hidden=16",
-    "trainer.max_epochs=1",
-    "trainer.enable_progress_bar=false",
-    "evaluation.n_generation=0",
-    "logger=csv",
-]
+SMALL = SMALL_RUN
 
 
 def files(folder: Path) -> dict[str, str]:

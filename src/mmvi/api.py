@@ -234,6 +234,35 @@ def print_summary(out_dir: Path, metrics: dict, wandb_dir: str | None) -> None:
 
 
 # ----------------------------------------------------------------------------- CLI tasks
+def command_line(hydra_main: Callable[[], Any]) -> None:
+    """Run a Hydra entry point so that an error of the command line itself (an unknown key, an
+    option of a config group that does not exist, an override that does not parse) is one line,
+    ``error: ...``, with exit status 2, like the configuration errors found later.
+
+    With ``HYDRA_FULL_ERROR=1`` in the environment Hydra's own report is kept.
+    """
+    from hydra.errors import CompactHydraException, InstantiationException
+    from omegaconf.errors import OmegaConfBaseException
+
+    if os.environ.get("HYDRA_FULL_ERROR") == "1":
+        hydra_main()
+        return
+    os.environ["HYDRA_FULL_ERROR"] = "1"  # Hydra raises instead of printing its multi-line report
+    try:
+        hydra_main()
+    except CompactHydraException as exc:
+        if isinstance(exc, InstantiationException):
+            raise
+        lines = str(exc).split("Config search path")[0].splitlines()
+        options = [x.strip() for x in lines if x.startswith(("\t", "    "))]  # "Available options"
+        text = " ".join(x.strip() for x in lines if x.strip() and x.strip() not in options)
+        text += f" {', '.join(options)}" if options else ""
+        if isinstance(exc.__cause__, OmegaConfBaseException):
+            text += f" ({str(exc.__cause__).splitlines()[0].strip()})"
+        print(f"error: {text}", file=sys.stderr, flush=True)
+        raise SystemExit(2) from None
+
+
 #: (job folder, one-line message) of each job of this process's multirun that a user error ended;
 #: :class:`mmvi.hydra_callbacks.SweepRecords` reports them when the sweep ends.
 REFUSED_JOBS: list[tuple[str, str]] = []

@@ -25,6 +25,7 @@ from omegaconf import DictConfig, OmegaConf
 from mmvi.api import (
     check_checkpoint_file,
     check_model_matches_data,
+    command_line,
     preflight,
     print_summary,
     run_metadata,
@@ -128,4 +129,4 @@ def main(cfg: DictConfig) -> float | None:
 
 
 if __name__ == "__main__":
-    main()
+    command_line(main)

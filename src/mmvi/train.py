@@ -23,6 +23,7 @@ from omegaconf import DictConfig, OmegaConf
 from mmvi.api import (
     check_checkpoint_file,
     check_model_matches_data,
+    command_line,
     complete_modalities,
     instantiate_dict,
     is_global_zero,
@@ -187,4 +188,4 @@ def main(cfg: DictConfig) -> float | None:
 
 
 if __name__ == "__main__":
-    main()
+    command_line(main)

@@ -39,6 +39,7 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
 from mmvi.api import (
+    command_line,
     complete_modalities,
     instantiate_dict,
     log_to_loggers,
@@ -435,4 +436,4 @@ def main(cfg: DictConfig) -> float | None:
 
 
 if __name__ == "__main__":
-    main()
+    command_line(main)

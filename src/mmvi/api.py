@@ -127,6 +127,11 @@ def in_multirun() -> bool:
     return HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN
 
 
+def in_local_sweep() -> bool:
+    """True in a job of a multirun that Hydra's basic launcher runs in this process."""
+    return in_multirun() and str(HydraConfig.get().launcher.get("_target_", "")).endswith(".BasicLauncher")
+
+
 @contextlib.contextmanager
 def preflight(folder: Path, meta: Mapping[str, Any], write: bool = True) -> Iterator[None]:
     """Checks before any work; a user error propagates (the entry point prints its one line).
@@ -272,9 +277,13 @@ def exit_on_user_error(exc: Exception, folder: str | None = None) -> None:
     """A config or data error ends a single run with its one-line message (``error: ...``, exit
     status 2), no traceback.
 
-    In a multirun the job ends with the same line (prefixed by its folder) and the sweep goes on;
-    the job is listed in :data:`REFUSED_JOBS`, and the sweep exits with status 2 at its end.
+    In a multirun run by Hydra's local launcher the job ends with the same line (prefixed by its
+    folder) and the sweep goes on; the job is listed in :data:`REFUSED_JOBS`, and the sweep exits
+    with status 2 at its end. Jobs of other launchers (each in its own process: SLURM) raise, so
+    their launcher records the job as failed.
     """
+    if in_multirun() and not in_local_sweep():
+        raise exc
     if in_multirun():
         REFUSED_JOBS.append((str(folder), str(exc)))
         where = "" if str(exc).startswith(str(folder)) else f"{folder}: "

@@ -97,3 +97,11 @@ def compose_job(
         if not keep_hydra:
             del cfg["hydra"]
     return cfg
+
+
+def assert_ais_agrees(ais: dict, exact: dict, names) -> None:
+    """Each AIS estimate ``ais[k]`` has a positive standard error and lies within three of them
+    (or 1e-3 nats) of the exact ``exact[k]``."""
+    for k in names:
+        assert ais[f"{k}_stderr"] > 0
+        assert abs(ais[k] - exact[k]) < max(3 * ais[f"{k}_stderr"], 1e-3), (k, ais[k], exact[k])

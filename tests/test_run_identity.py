@@ -222,6 +222,17 @@ DEEP_TINY = [
         ),
         ("+stages.pathway.min_active={image:-3}", "stages.pathway.min_active.image=-3 is out of range"),
         ("+stages.pathway.objective.foo=1", "stages.pathway.objective"),
+        ("+stages.foo=1", "stages.foo is not a setting; allowed: progress_bar, chunk"),
+        ("+stages.top.foo=1", "stages.top.foo is not a setting; allowed: epochs, batch_size, validate"),
+        (
+            "+stages.finetune.foo=1",
+            "stages.finetune.foo=1 has the wrong type; allowed: a mapping of settings",
+        ),
+        ("+stages.finetune.recurrent.objective.foo=1", "stages.finetune.recurrent.objective: "),
+        (
+            "+stages.finetune.recurrent.optimizer.beta=1",
+            "stages.finetune.recurrent.optimizer.beta is not a setting",
+        ),
     ],
 )
 def test_deep_stage_settings_are_validated_before_any_stage(shared_data, override, message, tmp_path):

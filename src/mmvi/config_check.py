@@ -255,11 +255,62 @@ def check_lists(c: Mapping) -> None:
             _number(f"data.max_examples.{split}", n, *INT1)
 
 
+# the deep pipeline's stage nodes and the keys each allows (``<phase>``: any fine-tuning phase,
+# ``<layer>``: any per-layer override); conf/deep.yaml documents each key
+STAGE_KEYS: dict[str, tuple[str, ...]] = {
+    "stages": ("progress_bar", "chunk", "unlabelled", "pathway", "top", "finetune", "joint"),
+    "stages.pathway": ("epochs", "batch_size", "min_active", "objective", "optim", "layers"),
+    "stages.pathway.layers.<layer>": ("epochs", "batch_size", "objective", "optim"),
+    "stages.top": ("epochs", "batch_size", "validate"),
+    "stages.joint": ("epochs", "batch_size", "validate", "objective", "optim"),
+    "stages.finetune.<phase>": ("epochs", "batch_size", "trainable", "objective", "optimizer"),
+    "stages.finetune.<phase>.optimizer": ("name", "lr", "weight_decay", "momentum"),
+}
+
+
+def check_stage_keys(c: Mapping) -> None:
+    """Every stage node is a mapping of known keys (``+stages.<...>.foo=1`` is refused)."""
+
+    def check(where: str, pattern: str, node: Any) -> None:
+        if node is None:
+            return
+        if not isinstance(node, Mapping):
+            raise ConfigError(f"{where}={node!r} has the wrong type; allowed: a mapping of settings")
+        allowed = STAGE_KEYS[pattern]
+        unknown = sorted(set(node) - set(allowed))
+        if unknown:
+            raise ConfigError(f"{where}.{unknown[0]} is not a setting; allowed: {', '.join(allowed)}")
+
+    stages = _get(c, "stages")
+    check("stages", "stages", stages)
+    for name in ("pathway", "top", "joint"):
+        check(f"stages.{name}", f"stages.{name}", stages.get(name))
+    layers = (stages.get("pathway") or {}).get("layers")
+    if layers is not None and not isinstance(layers, Mapping):
+        raise ConfigError(
+            f"stages.pathway.layers={layers!r} has the wrong type; allowed: a mapping of layers"
+        )
+    for name, node in (layers or {}).items():
+        check(f"stages.pathway.layers.{name}", "stages.pathway.layers.<layer>", node)
+    phases = stages.get("finetune")
+    if phases is not None and not isinstance(phases, Mapping):
+        raise ConfigError(f"stages.finetune={phases!r} has the wrong type; allowed: a mapping of phases")
+    for name, node in (phases or {}).items():
+        if node:  # a phase set to null is switched off
+            check(f"stages.finetune.{name}", "stages.finetune.<phase>", node)
+            check(
+                f"stages.finetune.{name}.optimizer",
+                "stages.finetune.<phase>.optimizer",
+                node.get("optimizer"),
+            )
+
+
 def check_stages(c: Mapping) -> None:
     """The deep pipeline's per-layer, joint and fine-tuning settings (optimisers and objectives
     included: every value a stage would refuse is refused before the first stage trains)."""
     if _get(c, "stages") is None:
         return
+    check_stage_keys(c)
     for stage in ("pathway", "joint", "top"):
         node = _get(c, f"stages.{stage}")
         if node is None:
@@ -302,11 +353,16 @@ def check_stages(c: Mapping) -> None:
             raise ConfigError(f"{where}.optimizer.name={opt['name']!r} is not allowed; allowed: adam, sgd")
         _number(f"{where}.optimizer.lr", opt.get("lr"), lambda x: x > 0, "a number > 0")
         obj = s.get("objective") or {}
+        if not isinstance(obj, Mapping):
+            raise ConfigError(
+                f"{where}.objective={obj!r} has the wrong type; allowed: a mapping with _target_"
+            )
         _number(f"{where}.objective.steps", obj.get("steps"), *INT0)
         _number(f"{where}.objective.bptt_steps", obj.get("bptt_steps"), *INT1)
         _number(
             f"{where}.objective.mask_rate", obj.get("mask_rate"), lambda x: 0 <= x < 1, "a number in [0, 1)"
         )
+        check_objective_node(f"{where}.objective", obj or None)  # the objective accepts every key
 
 
 def pathway_layer_names(c: Mapping) -> list[str] | None:

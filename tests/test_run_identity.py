@@ -13,12 +13,14 @@ import shutil
 import subprocess
 from pathlib import Path
 
+import hydra.utils
 import numpy as np
 import pytest
+import torch
 
 import mmvi
-from helpers import SMALL_RUN
-from mmvi.config_check import ConfigError
+from helpers import SMALL_RUN, compose_job
+from mmvi.config_check import ConfigError, check_evaluation_data
 from mmvi.utils import read_results
 from test_train_cli import run_cli
 
@@ -233,6 +235,7 @@ DEEP_TINY = [
             "+stages.finetune.recurrent.optimizer.beta=1",
             "stages.finetune.recurrent.optimizer.beta is not a setting",
         ),
+        ("evaluation=theorem21", "evaluation=theorem21 needs the data table of data=theorem21"),
     ],
 )
 def test_deep_stage_settings_are_validated_before_any_stage(shared_data, override, message, tmp_path):
@@ -244,6 +247,28 @@ def test_deep_stage_settings_are_validated_before_any_stage(shared_data, overrid
         )
     assert message in str(err.value)
     assert not (tmp_path / "d" / "stages").exists()
+
+
+def test_an_evaluation_that_needs_other_data_stops_before_training(tmp_path):
+    # the Theorem 2.1 measures need data=theorem21's table and an RBM: refused before any training
+    with pytest.raises(
+        ConfigError, match=r"^evaluation=theorem21 needs the data table of data=theorem21; MNIST5kHalves"
+    ):
+        small = [x for x in SMALL if not x.startswith("evaluation.")]
+        mmvi.run([*small, "evaluation=theorem21"], run_dir=tmp_path / "run")
+    assert (
+        not (tmp_path / "run" / "checkpoints").exists() and not (tmp_path / "run" / "results.json").exists()
+    )
+    # with its data, but a model whose joint cannot be enumerated, or names the data do not have
+    cfg = compose_job("train", ["experiment=theorem21"], tmp_path / "t21")
+    dm = hydra.utils.instantiate(cfg.data)
+    dm.setup()
+    check_evaluation_data(cfg.evaluation, dm, hydra.utils.instantiate(cfg.model))  # the experiment itself
+    with pytest.raises(ConfigError, match=r"enumerates a MultimodalRBM's joint; the model is Linear"):
+        check_evaluation_data(cfg.evaluation, dm, torch.nn.Linear(2, 2))
+    cfg.evaluation.names = ["x", "z"]
+    with pytest.raises(ConfigError, match=r"evaluation.names names 'z', which the data do not have"):
+        check_evaluation_data(cfg.evaluation, dm)
 
 
 def test_checkpoints_and_records_in_progress_are_checked(tmp_path):

@@ -424,6 +424,18 @@ def check_evaluation_arguments(evaluation: Any) -> None:
         )
 
 
+def check_evaluation_data(evaluation: Any, dm: Any, model: Any = None) -> None:
+    """Before training: an evaluation function that needs particular data or a particular model
+    says so by a ``check_data(dm, model, **settings)`` attribute, run here (it raises a one-line
+    :class:`ConfigError`)."""
+    if evaluation is None:
+        return
+    fn = instantiate_checked(evaluation)
+    check = getattr(getattr(fn, "func", fn), "check_data", None)
+    if check is not None:
+        check(dm, model, **getattr(fn, "keywords", {}))
+
+
 def check_directions(c: Mapping, names: list[str]) -> None:
     """Every objective ``directions`` entry must name a modality of the model (``names``): checked
     again once the model knows its modalities (data configs that read them from files)."""

@@ -31,7 +31,13 @@ from mmvi.api import (
     run_metadata,
     run_task,
 )
-from mmvi.config_check import ConfigError, check_evaluation_arguments, instantiate_checked, validate_config
+from mmvi.config_check import (
+    ConfigError,
+    check_evaluation_arguments,
+    check_evaluation_data,
+    instantiate_checked,
+    validate_config,
+)
 from mmvi.data.base import MultimodalDataModule, load_data_state
 from mmvi.deep.stages import deep_merge
 from mmvi.fingerprint import CHECKPOINT_KEY, check_run_folder, data_digest, fingerprint, new_folder
@@ -106,6 +112,7 @@ def evaluate_checkpoint(cfg: DictConfig) -> dict[str, float]:
         load_data_state(dm, checkpoint)
         dm.setup()
         check_model_matches_data(lit, dm)
+        check_evaluation_data(cfg.evaluation, dm, lit.model)
         fp = {**fp, "data_digest": data_digest(dm.splits)}
         check_run_folder(
             out_dir, fp, checkpoint=out_dir / "none", ways=f"evaluate into a new folder ({new_folder()})"

@@ -39,6 +39,7 @@ from mmvi.config_check import (
     ConfigError,
     check_directions,
     check_evaluation_arguments,
+    check_evaluation_data,
     instantiate_checked,
     one_line,
     validate_config,
@@ -131,6 +132,7 @@ def prepare(cfg: DictConfig, meta: dict, out_dir: Path) -> Prepared:
     meta["config"]["model"]["modalities"] = OmegaConf.to_container(cfg.model.modalities, resolve=True)
     lit = build_lit_module(cfg)
     check_model_matches_data(lit, dm)
+    check_evaluation_data(cfg.evaluation, dm, lit.model)
     check_directions(meta["config"], lit.model.names)
     lit.fingerprint = fp
     loggers = instantiate_dict(cfg.get("logger"))

@@ -54,6 +54,7 @@ from mmvi.config_check import (
     ConfigError,
     check_directions,
     check_evaluation_arguments,
+    check_evaluation_data,
     instantiate_checked,
     validate_config,
 )
@@ -377,6 +378,7 @@ def run(cfg: DictConfig) -> dict[str, float]:
         meta["config"]["model"] = OmegaConf.to_container(cfg.model, resolve=True)
         model: MDRNN = instantiate_checked(cfg.model)
         check_sizes(model, dm)
+        check_evaluation_data(cfg.evaluation, dm, model)
         check_stop_after(meta["config"], model)
         check_directions(meta["config"], model.names)
         for phase, st in (meta["config"]["stages"].get("finetune") or {}).items():

@@ -24,6 +24,35 @@ from mmvi.theory.measures import empirical_table, theorem21_measures
 from mmvi.theory.rbm_tables import rbm_joint_table
 
 
+def check_theorem21_data(
+    dm: Any, model: torch.nn.Module | None = None, names: Any = ("x", "y"), **_: Any
+) -> None:
+    """Before training: the measures need the data module's table ``p_data`` (``data=theorem21``),
+    a MultimodalRBM (its joint is enumerated) and ``names`` among the data's modalities.
+
+    Raises:
+        ConfigError: naming what is missing and the setting that provides it.
+    """
+    from mmvi.config_check import ConfigError
+    from mmvi.models.mrbm import MultimodalRBM
+
+    if not hasattr(dm, "p_data"):
+        raise ConfigError(
+            f"evaluation=theorem21 needs the data table of data=theorem21; {type(dm).__name__} has none "
+            "(use the default evaluation for this data)"
+        )
+    if model is not None and not isinstance(model, MultimodalRBM):
+        raise ConfigError(
+            f"evaluation=theorem21 enumerates a MultimodalRBM's joint; the model is {type(model).__name__}"
+        )
+    have = list(getattr(dm, "modality_sizes", {}) or {})
+    missing = [m for m in (names or []) if have and m not in have]
+    if missing:
+        raise ConfigError(
+            f"evaluation.names names {missing[0]!r}, which the data do not have; allowed: {have}"
+        )
+
+
 def evaluate_theorem21(
     model: torch.nn.Module,
     dm: Any,
@@ -55,3 +84,7 @@ def evaluate_theorem21(
     metrics["theory/l_vi_min"] = c2(p_data)
     metrics["theory/l_nll_min"] = entropy(p_data)
     return metrics, {}
+
+
+#: run before training by :func:`mmvi.config_check.check_evaluation_data`
+evaluate_theorem21.check_data = check_theorem21_data

@@ -189,7 +189,7 @@ def bad(folder, mfeat) -> Path:
         ),
         (
             {"units": {"pix": "bernoulli"}},
-            r"ArrayFiles: modality 'pix' \(.*pix\.npy\) in the train split has values in \[0, 6\].*data\.binarize\.pix=threshold",
+            r"ArrayFiles: modality 'pix' \(.*pix\.npy\) in the train split has values in \[0, 6\].*\+\+data\.binarize\.pix=threshold",
         ),
         (
             {"units": {"fou": "softmax"}},
@@ -199,7 +199,7 @@ def bad(folder, mfeat) -> Path:
         ({"units": {"pixel": "gaussian"}}, r"data\.units names \['pixel'\], which data\.files does not"),
         (
             {"binarize": {"pix": "threshold"}},
-            r"data\.binarize\.pix=threshold needs data\.units\.pix=bernoulli",
+            r"data\.binarize\.pix=threshold needs data\.units\.pix=bernoulli \(\+\+data\.units\.pix=bernoulli\)",
         ),
         (
             {

@@ -356,7 +356,9 @@ class ArrayFiles(MultimodalDataModule):
             if b not in BINARIZE:
                 raise DataError(f"data.binarize.{m}={b!r}; allowed: {', '.join(BINARIZE)} (or null)")
             if self.units.get(m, "gaussian") != "bernoulli":
-                raise DataError(f"data.binarize.{m}={b} needs data.units.{m}=bernoulli")
+                raise DataError(
+                    f"data.binarize.{m}={b} needs data.units.{m}=bernoulli (++data.units.{m}=bernoulli)"
+                )
         if isinstance(self.threshold, Mapping):
             unknown = sorted(set(self.threshold) - set(names))
             if unknown:
@@ -375,11 +377,11 @@ class ArrayFiles(MultimodalDataModule):
     def unit_fix(self, m: str, units: str) -> str:
         if units == "bernoulli":
             return (
-                f"set data.binarize.{m}=threshold (1 where x > data.threshold) or sample (values in [0, 1]), "
-                f"rescale the file to [0, 1], or use data.units.{m}=gaussian"
+                f"binarise it (++data.binarize.{m}=threshold: 1 where x > data.threshold; or =sample for values in "
+                f"[0, 1]), rescale the file to [0, 1], or model it as Gaussian (++data.units.{m}=gaussian)"
             )
         if units == "softmax":
-            return f"give counts of words per example, or use data.units.{m}=gaussian"
+            return f"give counts of words per example, or model it as Gaussian (++data.units.{m}=gaussian)"
         return super().unit_fix(m, units)
 
     # ----------------------------------------------------------------- loading
@@ -481,7 +483,7 @@ class ArrayFiles(MultimodalDataModule):
             if x.min() < 0 or x.max() > 1:
                 raise DataError(
                     f"{src}: binarize=sample draws Bernoulli(x) and needs values in [0, 1], found "
-                    f"[{x.min():.4g}, {x.max():.4g}]; use data.binarize.{m}=threshold or rescale the file"
+                    f"[{x.min():.4g}, {x.max():.4g}]; use ++data.binarize.{m}=threshold or rescale the file"
                 )
             rng = np.random.default_rng([self.seed, list(self.sources).index(m)])
             return (rng.random(x.shape) < x).astype(np.float32)

@@ -105,6 +105,11 @@ def test_label_forms_and_no_labels(folder, mfeat):
     by_name = _dm(folder, labels="names.csv")
     assert by_name.label_names == [f"digit {d}" for d in range(10)]
     assert torch.equal(by_name.splits["test"].labels, ids.splits["test"].labels)
+    # class names under a header row: the header is recognised by the row count
+    pd.DataFrame({"digit": names}).to_csv(folder / "names_header.csv", index=False)
+    with_header = _dm(folder, labels="names_header.csv")
+    assert with_header.label_names == by_name.label_names
+    assert torch.equal(with_header.splits["test"].labels, ids.splits["test"].labels)
     onehot = _dm(folder, labels="onehot.npy")
     assert onehot.single_label and torch.equal(onehot.splits["val"].labels, ids.splits["val"].labels)
     ml = _dm(folder, labels="multi.npy")

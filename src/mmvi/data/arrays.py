@@ -9,7 +9,8 @@ Files (rows are examples and align across files; read with numpy and pandas):
   holds one array); ``data.files=all.npz`` alone takes every array of the file as a modality named
   after its key (except the one ``data.labels`` names);
 * ``.csv`` / ``.tsv`` / ``.txt`` (comma, tab, whitespace separated; a header row is recognised by
-  its non-numeric cells, or set by ``csv_header``) and ``.parquet``: every column numeric;
+  its non-numeric cells — for a labels file of class names, by one row more than the examples —
+  or set by ``csv_header``) and ``.parquet``: every column numeric;
 * a 1-d array is one feature; an array of images (N, H, W) is flattened row-major.
 
 Relative paths are resolved against ``root`` (the config sets it to the directory the command was
@@ -406,6 +407,11 @@ class ArrayFiles(MultimodalDataModule):
             return np.zeros((n, 0), np.float32)
         src = self.label_source
         y = read_labels(src, self.csv_header)
+        if self.csv_header == "auto" and y.dtype.kind in "US" and y.shape[0] == n + 1:
+            # class names cannot tell a header from a class by type: one row more than the
+            # examples is a header row
+            log.info("%s: first row %r taken as the header (one row more than the %d examples)", src, y[0], n)
+            y = y[1:]
         if y.shape[0] != n:
             first = next(iter(self.sources.values()))
             raise DataError(f"{src}: {y.shape[0]} labels, but {first} has {n} rows; they must align")

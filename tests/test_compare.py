@@ -127,6 +127,20 @@ def test_incomplete_runs_are_skipped_and_listed(report):
         assert not pd.read_csv(out / "runs.csv")["run_dir"].str.contains(name).any()
 
 
+def test_a_copied_run_is_a_duplicate_counted_once(sweep, tmp_path):
+    from mmvi.report.collect import collect_folders
+
+    original = collect_folders([sweep])
+    copy = tmp_path / "copy" / "0"
+    copy.mkdir(parents=True)
+    shutil.copy(sweep / "0" / "results.json", copy / "results.json")
+    both = collect_folders([sweep, tmp_path / "copy"])
+    assert len(both.runs) == len(original.runs) == 4
+    dup = [s for s in both.skipped if s.status == "duplicate"]
+    assert len(dup) == 1 and dup[0].source == str(copy / "results.json")
+    assert f"the same settings, data and seed as {sweep / '0' / 'results.json'}" in dup[0].reason
+
+
 def test_measures_a_run_could_not_compute_are_shown_missing(sweep, tmp_path):
     """Both seeds of one objective recorded their probe as missing: its cells read "missing" and
     the reasons are listed; the other objective's numbers are unchanged."""

@@ -264,9 +264,12 @@ def modified(folder: Path, curves: Curves | None) -> float:
 
 
 def collect_folders(folders: list[str | Path]) -> Collection:
-    """Read the runs under each folder; a missing folder is an error, a folder twice is read once."""
+    """Read the runs under each folder; a missing folder is an error, a folder twice is read once,
+    and a completed run with the fingerprint of one already read (the same settings, data and
+    seed, e.g. a copied folder) is listed as a duplicate and counted once."""
     out = Collection(sources=[str(f) for f in folders])
     seen: set[Path] = set()
+    digests: dict[str, str] = {}
     for folder in map(Path, folders):
         if not folder.is_dir():
             raise FileNotFoundError(f"{folder}: no such folder")
@@ -292,6 +295,23 @@ def collect_folders(folders: list[str | Path]) -> Collection:
                 item = make_run(res, str(path), "running", finite_numbers(res.get("metrics")))
                 out.running.append(item)
             else:
+                digest = (
+                    (res.get("fingerprint") or {}).get("digest")
+                    if isinstance(res.get("fingerprint"), dict)
+                    else None
+                )
+                if digest and digest in digests:
+                    out.skipped.append(
+                        Skipped(
+                            str(path),
+                            "duplicate",
+                            f"the same settings, data and seed as {digests[digest]}: counted once",
+                            str(folder),
+                        )
+                    )
+                    continue
+                if digest:
+                    digests[digest] = str(path)
                 out.runs.append(item)
             item.root = str(folder)
             item.curves = read_curves(path.parent)

@@ -21,6 +21,7 @@ import torch
 import mmvi
 from helpers import SMALL_RUN, compose_job
 from mmvi.config_check import ConfigError, check_evaluation_data
+from mmvi.fingerprint import digest
 from mmvi.utils import read_results
 from test_train_cli import run_cli
 
@@ -139,6 +140,17 @@ def test_an_evaluation_folder_holds_one_evaluation(tmp_path):
             run_dir=ev,
         )
     assert read_results(ev)["status"] == "completed"
+    # another checkpoint with the same evaluation settings: refused in this folder; in its own
+    # folder its record's digest differs (the digest covers the checkpoint and the data read)
+    other = tmp_path / "other"
+    mmvi.run([*SMALL, "objective=nll_cd"], run_dir=other)
+    ckpt2 = other / "checkpoints" / "last.ckpt"
+    with pytest.raises(ConfigError, match=r"holds a run of another configuration .*checkpoint: "):
+        mmvi.run([f"ckpt_path={ckpt2}", "evaluation.n_generation=0"], task="eval", run_dir=ev)
+    mmvi.run([f"ckpt_path={ckpt2}", "evaluation.n_generation=0"], task="eval", run_dir=tmp_path / "eval2")
+    a, b = read_results(ev)["fingerprint"], read_results(tmp_path / "eval2")["fingerprint"]
+    assert a["digest"] != b["digest"] and a["data_digest"] == b["data_digest"] is not None
+    assert a["digest"] == digest([a["settings"], a["data_digest"]])
 
 
 def test_eval_user_errors_are_one_line_with_exit_status_2(tmp_path):

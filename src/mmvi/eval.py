@@ -40,7 +40,14 @@ from mmvi.config_check import (
 )
 from mmvi.data.base import MultimodalDataModule, load_data_state
 from mmvi.deep.stages import deep_merge
-from mmvi.fingerprint import CHECKPOINT_KEY, check_run_folder, data_digest, fingerprint, new_folder
+from mmvi.fingerprint import (
+    CHECKPOINT_KEY,
+    check_run_folder,
+    data_digest,
+    fingerprint,
+    fingerprint_of,
+    new_folder,
+)
 from mmvi.lit.module import MultimodalLitModule
 from mmvi.utils import RunRecord, write_json_atomic
 
@@ -80,9 +87,9 @@ def evaluation_fingerprint(cfg: DictConfig, ckpt: Path, data_cfg: dict, checkpoi
     trained = checkpoint.get(CHECKPOINT_KEY) or {}
     config = {"data": data_cfg, "evaluation": OmegaConf.to_container(cfg.evaluation, resolve=True)}
     config["seed"] = int(cfg.seed)
-    fp = fingerprint(config)
-    fp["settings"]["checkpoint"] = trained.get("digest") or str(ckpt.resolve())
-    return fp
+    settings = fingerprint(config)["settings"]
+    settings["checkpoint"] = trained.get("digest") or str(ckpt.resolve())
+    return fingerprint_of(settings)
 
 
 def evaluate_checkpoint(cfg: DictConfig) -> dict[str, float]:
@@ -113,7 +120,7 @@ def evaluate_checkpoint(cfg: DictConfig) -> dict[str, float]:
         dm.setup()
         check_model_matches_data(lit, dm)
         check_evaluation_data(cfg.evaluation, dm, lit.model)
-        fp = {**fp, "data_digest": data_digest(dm.splits)}
+        fp = fingerprint_of(fp["settings"], data_digest(dm.splits))
         check_run_folder(
             out_dir, fp, checkpoint=out_dir / "none", ways=f"evaluate into a new folder ({new_folder()})"
         )

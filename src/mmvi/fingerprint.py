@@ -131,8 +131,12 @@ def data_digest(splits: Mapping[str, Any]) -> str:
 
 def fingerprint(config: Mapping[str, Any], data_digest: str | None = None) -> dict[str, Any]:
     """``{"digest", "settings", "data_digest"}`` of a resolved config (and the loaded data)."""
-    settings = result_settings(config)
-    return {"digest": digest([settings, data_digest]), "settings": settings, "data_digest": data_digest}
+    return fingerprint_of(result_settings(config), data_digest)
+
+
+def fingerprint_of(settings: Mapping[str, Any], data_digest: str | None = None) -> dict[str, Any]:
+    """``{"digest", "settings", "data_digest"}``: the digest covers the settings and the data digest."""
+    return {"digest": digest([settings, data_digest]), "settings": dict(settings), "data_digest": data_digest}
 
 
 def differences(

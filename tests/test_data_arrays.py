@@ -17,6 +17,7 @@ import torch
 from hydra.utils import instantiate
 
 from helpers import compose_job
+from mmvi.config_check import ConfigError
 from mmvi.data.arrays import ArrayFiles
 from mmvi.data.base import DataError, load_data_state
 from mmvi.lit.module import MultimodalLitModule
@@ -338,3 +339,49 @@ def test_without_labels_the_label_measures_are_skipped_and_said_to_be(folder, tm
         metrics
     )
     assert artefacts == {}  # feature views: no images to draw
+
+
+def test_eval_on_array_files_keeps_the_training_unit_types(folder, bad, tmp_path, monkeypatch):
+    """``mmvi.eval +data=arrays 'data.files=…'`` without the units: the training run's unit types
+    (here a Bernoulli view) are kept; a view left out is named as the data's to change."""
+    import mmvi
+
+    monkeypatch.chdir(folder)
+    files = "data.files={pix: bad/pix_frac.npy, fou: fou.parquet, again: all.npz:fou}"
+    small = [
+        "trainer.max_epochs=1",
+        "trainer.enable_progress_bar=false",
+        "evaluation.n_generation=0",
+        "logger=csv",
+    ]
+    trained = mmvi.run(
+        [
+            "data=arrays",
+            files,
+            "data.labels=labels.npy",
+            "data.units={pix: bernoulli}",
+            "model.n_hidden=8",
+            *small,
+        ],
+        run_dir=tmp_path / "t",
+    )
+    ckpt = f"ckpt_path={tmp_path / 't' / 'checkpoints' / 'last.ckpt'}"
+    ev = mmvi.run(
+        [ckpt, "+data=arrays", files, "data.labels=labels.npy", "evaluation.n_generation=0"],
+        task="eval",
+        run_dir=tmp_path / "e",
+    )
+    assert ev["results"]["data_config"]["units"] == {"pix": "bernoulli"}
+    for key in ("cond_ce/pix_given_rest", "cond_ce/fou_given_rest"):
+        assert ev["metrics"][key] == pytest.approx(trained["metrics"][key])
+    with pytest.raises(ConfigError, match=r"evaluate on data with the trained model's modalities and sizes$"):
+        mmvi.run(
+            [
+                ckpt,
+                "+data=arrays",
+                "data.files={pix: bad/pix_frac.npy, fou: fou.parquet}",
+                "evaluation.n_generation=0",
+            ],
+            task="eval",
+            run_dir=tmp_path / "e2",
+        )

@@ -160,13 +160,20 @@ def check_checkpoint_file(path: str | Path) -> None:
         raise ConfigError(f"ckpt_path={path} is not a training checkpoint (no state_dict)")
 
 
-def check_model_matches_data(lit: pl.LightningModule, dm: MultimodalDataModule) -> None:
-    """The model's modality sizes must be the data's (a :class:`ConfigError` names both)."""
+def check_model_matches_data(
+    lit: pl.LightningModule, dm: MultimodalDataModule, trained: bool = False
+) -> None:
+    """The model's modality sizes must be the data's (a :class:`ConfigError` names both; for a
+    ``trained`` model, from a checkpoint, the data must change, not the model)."""
     data_sizes = dm.modality_sizes
     if lit.model.sizes != data_sizes:
+        fix = (
+            "evaluate on data with the trained model's modalities and sizes"
+            if trained
+            else "set model.modalities to the data's (default: ${data.modalities})"
+        )
         raise ConfigError(
-            f"model.modalities {lit.model.sizes} do not match the data's modalities {data_sizes}; "
-            "set model.modalities to the data's (default: ${data.modalities})"
+            f"model.modalities {lit.model.sizes} do not match the data's modalities {data_sizes}; {fix}"
         )
 
 

@@ -5,7 +5,8 @@
 
 The model is rebuilt from the checkpoint's own hyper-parameters and the data from the training
 run's ``config_resolved.json`` (so an experiment's model is never replaced by a default one), or
-from a data config given with ``+data=<option>``; the data module receives the data state the
+from a data config given with ``+data=<option>`` (an option of the training run's kind keeps the
+training settings, e.g. unit types, except the ``data.<key>`` given on the command line); the data module receives the data state the
 checkpoint holds (e.g. the training split's standardisation statistics). Writes ``results.json``
 (status completed/failed) into the eval run folder. A user error (missing checkpoint, bad value)
 ends the command with one line and exit status 2, before any work.
@@ -19,6 +20,7 @@ from pathlib import Path
 
 import hydra
 import lightning.pytorch as pl
+from hydra.core.hydra_config import HydraConfig
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
@@ -75,10 +77,34 @@ def evaluation_data(cfg: DictConfig, ckpt: Path) -> dict:
     given = OmegaConf.to_container(cfg.data, resolve=True) if cfg.get("data") else None
     if given is not None and not isinstance(given, dict):
         raise ConfigError(f"data={given!r} is not allowed; allowed: +data=<option> or +data.<key>=<value>")
-    if given and "_target_" in given:
-        return given
     trained = training_config(ckpt)["data"]
+    if given and "_target_" in given:
+        explicit = data_keys_on_command_line()
+        if given["_target_"] != trained.get("_target_") or explicit is None:
+            return given
+        # the training run's kind of data: its settings (unit types, modality names, …), with the
+        # keys given on this command line (``data.<key>=`` replaces, ``data.<key>.<sub>=`` merges)
+        # and where relative paths start from
+        out = dict(trained)
+        for key, how in {**explicit, "root": "replace"}.items():
+            if key in given:
+                out[key] = deep_merge(trained.get(key) or {}, given[key]) if how == "merge" else given[key]
+        return out
     return deep_merge(trained, given) if given else trained
+
+
+def data_keys_on_command_line() -> dict[str, str] | None:
+    """``{key: "replace" | "merge"}`` of the ``data.<key>`` (replace) and ``data.<key>.<sub>``
+    (merge) settings given on this command line (None: not known)."""
+    if not HydraConfig.initialized():
+        return None
+    keys: dict[str, str] = {}
+    for item in HydraConfig.get().overrides.task:
+        parts = item.lstrip("+~").split("=", 1)[0].split(".")
+        if parts[0] == "data" and len(parts) > 1:
+            how = "merge" if len(parts) > 2 else "replace"
+            keys[parts[1]] = "replace" if keys.get(parts[1]) == "replace" else how
+    return keys
 
 
 def evaluation_fingerprint(cfg: DictConfig, ckpt: Path, data_cfg: dict, checkpoint: dict) -> dict:
@@ -118,7 +144,7 @@ def evaluate_checkpoint(cfg: DictConfig) -> dict[str, float]:
         dm: MultimodalDataModule = instantiate_checked(data_cfg)
         load_data_state(dm, checkpoint)
         dm.setup()
-        check_model_matches_data(lit, dm)
+        check_model_matches_data(lit, dm, trained=True)
         check_evaluation_data(cfg.evaluation, dm, lit.model)
         fp = fingerprint_of(fp["settings"], data_digest(dm.splits))
         check_run_folder(

@@ -115,6 +115,13 @@ def test_gaussian_far_from_standardised_is_a_warning(shared_data, tmp_path, capl
         in caplog.text
     )
     assert "'kar'" in caplog.text  # raw kar is not standardised either
+    assert "standardise it (z-score with training statistics)" in caplog.text
+    # standardised, but with constant units: the warning names them instead
+    caplog.clear()
+    np.save(tmp_path / "const.npy", np.full((fou.shape[0], 3), 2.0))
+    ArrayFiles(root=str(tmp_path), files={"fou": "fou.npy", "const": "const.npy"}).setup()
+    assert "'const'" in caplog.text and "'fou'" not in caplog.text
+    assert "3 of its 3 units are constant (no variance to standardise): remove them" in caplog.text
 
 
 class _Activations(MultimodalDataModule):

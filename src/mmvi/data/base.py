@@ -338,14 +338,18 @@ class MultimodalDataModule(pl.LightningDataModule, ABC):
                 continue
             mean_gap, std_gap = standardisation_gap(x)
             if mean_gap > STANDARDISED_TOLERANCE or std_gap > STANDARDISED_TOLERANCE:
+                constant = int((x.double().std(dim=0, unbiased=False) < 1e-6).sum()) if x.shape[0] > 1 else 0
                 log.warning(
                     "%s: %s (Gaussian units, unit variance assumed) is far from standardised in the "
-                    "train split: mean |mean| %.3g, mean |std - 1| %.3g per unit; standardise it "
-                    "(z-score with training statistics)",
+                    "train split: mean |mean| %.3g, mean |std - 1| %.3g per unit; %s",
                     type(self).__name__,
                     self.describe_modality(m),
                     mean_gap,
                     std_gap,
+                    f"{constant} of its {x.shape[1]} units are constant (no variance to standardise): "
+                    "remove them"
+                    if constant
+                    else "standardise it (z-score with training statistics)",
                 )
 
     # ------------------------------------------------------------- drawing

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import struct
+import time
 from pathlib import Path
 
 import pandas as pd
@@ -19,6 +20,23 @@ from mmvi.utils import write_results
 TRAIN_FIELDS = {"artefacts", "choices", "config", "duration_s", "metrics", "overrides", "run_dir", "status"}
 TRAIN_FIELDS |= {"started", "wandb_dir"}
 STAGES = ["pathway_image_1", "top", "finetune_recurrent"]
+
+
+def finished_records(path: Path, seconds: float = 30.0) -> list:
+    """:func:`wandb_records` once the file holds its ``exit`` record: wandb's service process may
+    still be writing the offline file when the run has returned."""
+    deadline = time.monotonic() + seconds
+    while True:
+        try:
+            records = wandb_records(path)
+            if any(r.WhichOneof("record_type") == "exit" for r in records):
+                return records
+        except Exception:  # noqa: BLE001 - a record still being written does not parse yet
+            if time.monotonic() > deadline:
+                raise
+        if time.monotonic() > deadline:
+            return records
+        time.sleep(0.5)
 
 
 def wandb_records(path: Path) -> list:
@@ -79,7 +97,7 @@ def test_deep_pipeline_logs_like_a_training_run_and_enters_the_report(shared_dat
     # one offline wandb run: grouped and tagged like mmvi.train runs, every stage by prefix, then the evaluation
     (run_file,) = (run_dir / "wandb").glob("offline-run-*/run-*.wandb")
     assert Path(res["wandb_dir"]).parent == run_file.parent
-    records = wandb_records(run_file)
+    records = finished_records(run_file)
     (wandb_run,) = [r.run for r in records if r.WhichOneof("record_type") == "run"]
     assert wandb_run.run_group == "wikipedia_deep" and wandb_run.job_type == "minvi_mp"
     assert set(wandb_run.tags) == {"minvi_mp", "wikipedia", "mdrnn"}

@@ -173,21 +173,26 @@ NODE_KEYS: dict[str, tuple[str, ...] | None] = {
 }
 
 
+def check_keys(where: str, node: Any, allowed: tuple[str, ...]) -> None:
+    """``node`` must be a mapping whose keys are all in ``allowed`` (``+key=`` can add any key)."""
+    if not isinstance(node, Mapping):
+        raise ConfigError(f"{where}={node!r} has the wrong type; allowed: a mapping of settings")
+    unknown = sorted(set(node) - set(allowed))
+    if unknown:
+        raise ConfigError(f"{where}.{unknown[0]} is not a setting; allowed: {', '.join(allowed)}")
+
+
 def check_nodes(c: Mapping) -> None:
-    """Config nodes must be mappings with known keys (``+key=`` can add any key to a node)."""
+    """Config nodes must be mappings with known keys (:func:`check_keys`)."""
     for key, allowed in NODE_KEYS.items():
         node = _get(c, key)
         if node is None:
             continue
-        if not isinstance(node, Mapping):
-            raise ConfigError(f"{key}={node!r} has the wrong type; allowed: a mapping of settings")
         if key == "evaluation.likelihood":
             from mmvi.evaluation.likelihood import likelihood_metrics
 
             allowed = ("enabled", *list(inspect.signature(likelihood_metrics).parameters)[2:])
-        unknown = sorted(set(node) - set(allowed))
-        if unknown:
-            raise ConfigError(f"{key}.{unknown[0]} is not a setting; allowed: {', '.join(allowed)}")
+        check_keys(key, node, allowed)
     dirs = [(k, _get(c, k)) for k in ("objective.directions", "objective.minvi.directions")]
     for key, value in dirs:
         if value is not None and (not isinstance(value, list | tuple) or not value):
@@ -200,11 +205,7 @@ def check_optim(where: str, optim: Any) -> None:
     """An SGD optimiser node (``optim`` or a deep stage's ``optim``): known keys, values in range."""
     if optim is None:
         return
-    if not isinstance(optim, Mapping):
-        raise ConfigError(f"{where}={optim!r} has the wrong type; allowed: a mapping of settings")
-    unknown = sorted(set(optim) - set(OPTIM_KEYS))
-    if unknown:
-        raise ConfigError(f"{where}.{unknown[0]} is not a setting; allowed: {', '.join(OPTIM_KEYS)}")
+    check_keys(where, optim, OPTIM_KEYS)
     for key, ok, allowed in OPTIM_RULES:
         _number(f"{where}.{key}", optim.get(key), ok, allowed)
     if "momentum_dampening" in optim and not isinstance(optim["momentum_dampening"], bool):
@@ -272,14 +273,8 @@ def check_stage_keys(c: Mapping) -> None:
     """Every stage node is a mapping of known keys (``+stages.<...>.foo=1`` is refused)."""
 
     def check(where: str, pattern: str, node: Any) -> None:
-        if node is None:
-            return
-        if not isinstance(node, Mapping):
-            raise ConfigError(f"{where}={node!r} has the wrong type; allowed: a mapping of settings")
-        allowed = STAGE_KEYS[pattern]
-        unknown = sorted(set(node) - set(allowed))
-        if unknown:
-            raise ConfigError(f"{where}.{unknown[0]} is not a setting; allowed: {', '.join(allowed)}")
+        if node is not None:
+            check_keys(where, node, STAGE_KEYS[pattern])
 
     stages = _get(c, "stages")
     check("stages", "stages", stages)
@@ -314,9 +309,7 @@ def check_stages(c: Mapping) -> None:
     for stage in ("pathway", "joint", "top"):
         node = _get(c, f"stages.{stage}")
         if node is None:
-            continue
-        if not isinstance(node, Mapping):
-            raise ConfigError(f"stages.{stage}={node!r} has the wrong type; allowed: a mapping of settings")
+            continue  # a mapping of known keys (check_stage_keys)
         check_optim(f"stages.{stage}.optim", node.get("optim"))
         check_objective_node(f"stages.{stage}.objective", node.get("objective"))
         for key, rule in (("epochs", INT0), ("batch_size", INT1)):

@@ -148,8 +148,9 @@ def preflight(folder: Path, meta: Mapping[str, Any], write: bool = True) -> Iter
 
 
 # ----------------------------------------------------------------------------- objects
-def check_checkpoint_file(path: str | Path) -> None:
-    """Raise a one-line :class:`ConfigError` unless ``path`` loads as a Lightning checkpoint."""
+def read_checkpoint_file(path: str | Path) -> dict:
+    """The Lightning checkpoint at ``path`` (on the CPU); a one-line :class:`ConfigError` when it
+    is not one."""
     import torch
 
     try:
@@ -158,6 +159,7 @@ def check_checkpoint_file(path: str | Path) -> None:
         raise ConfigError(f"ckpt_path={path} is not a checkpoint ({type(exc).__name__}: {exc})") from None
     if not isinstance(ckpt, dict) or "state_dict" not in ckpt:
         raise ConfigError(f"ckpt_path={path} is not a training checkpoint (no state_dict)")
+    return ckpt
 
 
 def check_model_matches_data(

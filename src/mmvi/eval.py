@@ -25,11 +25,11 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
 from mmvi.api import (
-    check_checkpoint_file,
     check_model_matches_data,
     command_line,
     preflight,
     print_summary,
+    read_checkpoint_file,
     run_metadata,
     run_task,
 )
@@ -128,17 +128,13 @@ def evaluate_checkpoint(cfg: DictConfig) -> dict[str, float]:
         ckpt = Path(str(cfg.ckpt_path))
         if not ckpt.is_file():
             raise FileNotFoundError(f"ckpt_path={ckpt}: no such checkpoint file")
-        check_checkpoint_file(ckpt)
+        checkpoint = read_checkpoint_file(ckpt)
         validate_config(cfg)
         check_evaluation_arguments(cfg.evaluation)
         data_cfg = evaluation_data(cfg, ckpt)
-        import torch
-
-        checkpoint = torch.load(str(ckpt), map_location="cpu", weights_only=False)
         fp = evaluation_fingerprint(cfg, ckpt, data_cfg, checkpoint)
-        check_run_folder(
-            out_dir, fp, checkpoint=out_dir / "none", ways=f"evaluate into a new folder ({new_folder()})"
-        )
+        ways = f"evaluate into a new folder ({new_folder()})"
+        check_run_folder(out_dir, fp, checkpoint=out_dir / "none", ways=ways)
         pl.seed_everything(int(cfg.seed))
         lit = MultimodalLitModule.load_from_checkpoint(str(ckpt), map_location="cpu")
         dm: MultimodalDataModule = instantiate_checked(data_cfg)
@@ -147,9 +143,7 @@ def evaluate_checkpoint(cfg: DictConfig) -> dict[str, float]:
         check_model_matches_data(lit, dm, trained=True)
         check_evaluation_data(cfg.evaluation, dm, lit.model)
         fp = fingerprint_of(fp["settings"], data_digest(dm.splits))
-        check_run_folder(
-            out_dir, fp, checkpoint=out_dir / "none", ways=f"evaluate into a new folder ({new_folder()})"
-        )
+        check_run_folder(out_dir, fp, checkpoint=out_dir / "none", ways=ways)
     meta = {**meta, "fingerprint": fp, "data_config": data_cfg}
     out_dir.mkdir(parents=True, exist_ok=True)
     write_json_atomic(out_dir / "config_resolved.json", meta)

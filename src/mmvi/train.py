@@ -21,7 +21,6 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
 from mmvi.api import (
-    check_checkpoint_file,
     check_model_matches_data,
     command_line,
     complete_modalities,
@@ -30,6 +29,7 @@ from mmvi.api import (
     log_to_loggers,
     preflight,
     print_summary,
+    read_checkpoint_file,
     run_metadata,
     run_task,
     start_over,
@@ -74,7 +74,7 @@ def resolve_ckpt_path(cfg: DictConfig) -> str | None:
         return None
     if not Path(ckpt).is_file():
         raise FileNotFoundError(f"ckpt_path={ckpt}: no such checkpoint file")
-    check_checkpoint_file(ckpt)
+    read_checkpoint_file(ckpt)  # a checkpoint, or one line before any work
     return str(ckpt)
 
 

@@ -45,13 +45,12 @@ from mmvi.config_check import (
     validate_config,
 )
 from mmvi.data.base import MultimodalDataModule
+from mmvi.evaluation.protocol import FIGURES
 from mmvi.fingerprint import check_run_folder, data_digest, fingerprint
 from mmvi.lit.module import MultimodalLitModule
 from mmvi.utils import RESULTS_FILE, RunRecord, finite_metrics, write_json_atomic
 
 log = logging.getLogger(__name__)
-
-ARTEFACTS = ("generation.png", "retrieval.png")  # the evaluation's figures
 
 
 def resolve_ckpt_path(cfg: DictConfig) -> str | None:
@@ -159,7 +158,7 @@ def train(cfg: DictConfig) -> dict[str, float]:
     if zero:
         out_dir.mkdir(parents=True, exist_ok=True)
         if cfg.get("ckpt_path") == "none":
-            start_over(out_dir, ("checkpoints", "csv", RESULTS_FILE, "config_resolved.json", *ARTEFACTS))
+            start_over(out_dir, ("checkpoints", "csv", RESULTS_FILE, "config_resolved.json", *FIGURES))
         write_json_atomic(out_dir / "config_resolved.json", {**meta, "fingerprint": fp})
     with wandb_closed(), RunRecord(out_dir, {**meta, "fingerprint": fp}, write=zero) as record:
         if ckpt is None:

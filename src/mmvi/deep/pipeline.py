@@ -73,6 +73,7 @@ from mmvi.deep.stages import (
     keep_rows,
     map_split,
 )
+from mmvi.evaluation.protocol import FIGURES
 from mmvi.fingerprint import check_run_folder, data_digest, fingerprint
 from mmvi.lit.module import MultimodalLitModule
 from mmvi.models.dbm import MultimodalDBM
@@ -83,7 +84,6 @@ log = logging.getLogger(__name__)
 
 FIT_SPLITS = ("train", "val")
 MODEL_FILE = "model.pt"  # the whole model after the last stage run
-ARTEFACTS = ("generation.png", "retrieval.png")  # the evaluation's figures
 # data keys that do not change the examples (left out of the stage specs)
 LOADER_KEYS = ("batch_size", "eval_batch_size", "num_workers", "on_device")
 
@@ -392,7 +392,7 @@ def run(cfg: DictConfig) -> dict[str, float]:
             check_joint_settings(meta["config"], model)
     out_dir.mkdir(parents=True, exist_ok=True)
     if fresh:
-        start_over(out_dir, ("stages", MODEL_FILE, "csv", RESULTS_FILE, "config_resolved.json", *ARTEFACTS))
+        start_over(out_dir, ("stages", MODEL_FILE, "csv", RESULTS_FILE, "config_resolved.json", *FIGURES))
     meta["fingerprint"] = fp
     write_json_atomic(out_dir / "config_resolved.json", meta)
     with wandb_closed(), RunRecord(out_dir, meta) as record:

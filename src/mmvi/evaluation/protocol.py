@@ -24,6 +24,9 @@ from mmvi.evaluation.representations import query_types, split_representations
 from mmvi.models.mrbm import MultimodalRBM
 from mmvi.utils import Measures
 
+GENERATION_FIGURE, RETRIEVAL_FIGURE = "generation.png", "retrieval.png"
+FIGURES = (GENERATION_FIGURE, RETRIEVAL_FIGURE)  # what the evaluation writes into the run folder
+
 log = logging.getLogger(__name__)
 
 
@@ -114,7 +117,7 @@ def retrieval_figure_of_split(
         images,
         query_idx,
         topk,
-        out_dir / "retrieval.png",
+        out_dir / RETRIEVAL_FIGURE,
         captions=captions,
         relevant=relevant,
         title="multimodal queries: top retrieved test items",
@@ -245,7 +248,7 @@ def evaluate(
             model,
             dm,
             {m: x[:n_fig] for m, x in test.modalities.items()},
-            out_dir / "generation.png",
+            out_dir / GENERATION_FIGURE,
             steps=steps,
             tol=tol,
         )

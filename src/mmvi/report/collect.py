@@ -295,11 +295,8 @@ def collect_folders(folders: list[str | Path]) -> Collection:
                 item = make_run(res, str(path), "running", finite_numbers(res.get("metrics")))
                 out.running.append(item)
             else:
-                digest = (
-                    (res.get("fingerprint") or {}).get("digest")
-                    if isinstance(res.get("fingerprint"), dict)
-                    else None
-                )
+                recorded = res.get("fingerprint")
+                digest = recorded.get("digest") if isinstance(recorded, dict) else None
                 if digest and digest in digests:
                     out.skipped.append(
                         Skipped(

@@ -10,8 +10,7 @@ import torch
 
 from helpers import all_binary
 from mmvi.models import MultimodalRBM
-from mmvi.models.hidden_units import SteppedSigmoidUnits, make_hidden_units
-from mmvi.models.units import make_units
+from mmvi.models.units import SteppedSigmoidUnits, make_hidden_units, make_units
 
 N = 5
 

@@ -6,12 +6,14 @@ they are imported on first use, so ``import mmvi`` stays light.
 
 from __future__ import annotations
 
-__version__ = "0.1.0"
-__all__ = ["run", "load"]
+from mmvi import context  # noqa: F401 - registers the config resolver ${mmvi_choice:<group>}
+from mmvi.version import __version__
+
+__all__ = ["run", "load", "__version__"]
 
 
 def __getattr__(name: str):
-    if name in __all__:
+    if name in ("run", "load"):
         from mmvi import api
 
         return getattr(api, name)

@@ -1,5 +1,6 @@
 """LightningDataModules of multimodal data; one batch = {"modalities", "labels", "index"}."""
 
-from mmvi.data.base import DataError, MultimodalDataModule, Split
+from mmvi.data.base import MultimodalDataModule, Split
+from mmvi.errors import DataError
 
 __all__ = ["DataError", "MultimodalDataModule", "Split"]

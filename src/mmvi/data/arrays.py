@@ -52,9 +52,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from mmvi.data.base import DATA_UNIT_TYPES, DataError, MultimodalDataModule, Split
+from mmvi.data.base import MultimodalDataModule, Split
 from mmvi.data.files import sha256_file
 from mmvi.data.preprocess import apply_zscore, stratified_split, zscore_stats
+from mmvi.errors import DataError
+from mmvi.models.units import DATA_UNIT_TYPES
 
 log = logging.getLogger(__name__)
 

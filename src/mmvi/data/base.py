@@ -19,19 +19,15 @@ import torch
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset, Sampler
 
-from mmvi.config_check import UNIT_NAMES
+from mmvi.constraints import INT1, Flag, MappingOf, Options, Settings, check_arguments
+from mmvi.errors import DataError
+from mmvi.models.units import DATA_UNIT_TYPES
 
 log = logging.getLogger(__name__)
 
 SPLITS = ("train", "val", "test")
-# the visible unit types of data (DESIGN.md §2); layer types of deep pathways are not data types
-DATA_UNIT_TYPES = UNIT_NAMES
 # a Gaussian training split is "far from standardised" above this mean |mean| or mean |std - 1| per unit
 STANDARDISED_TOLERANCE = 0.5
-
-
-class DataError(RuntimeError):
-    """A data file is missing, corrupt or holds invalid values."""
 
 
 @dataclass
@@ -215,6 +211,24 @@ class MultimodalDataModule(pl.LightningDataModule, ABC):
     #: check the splits against the modalities' unit types in :meth:`setup` (see :meth:`check_unit_fit`)
     unit_check: bool = True
 
+    constraints = {
+        "batch_size": INT1,
+        "eval_batch_size": INT1,
+        "max_examples": Settings(
+            dict.fromkeys(SPLITS, INT1),
+            allow_none=True,
+            what="a mapping of splits to sizes, e.g. 'data.max_examples={train:1000,val:200,test:200}' "
+            "(quoted for the shell)",
+            wrong="is not allowed",
+        ),
+        "on_device": Flag(),
+        "modalities": MappingOf(
+            Settings({"size": INT1, "units": Options(DATA_UNIT_TYPES)}, open=True),
+            allow_none=True,
+            example="{left: {size: 392, units: bernoulli}}",
+        ),
+    }
+
     def __init__(
         self,
         batch_size: int = 100,
@@ -226,14 +240,17 @@ class MultimodalDataModule(pl.LightningDataModule, ABC):
     ) -> None:
         super().__init__()
         self.declared_modalities = {m: dict(spec) for m, spec in (modalities or {}).items()}
-        if batch_size <= 0:
-            raise ValueError(f"data.batch_size must be positive, got {batch_size}")
+        check_arguments(
+            self,
+            batch_size=batch_size,
+            eval_batch_size=eval_batch_size,
+            max_examples=max_examples,
+            on_device=on_device,
+            modalities=modalities,
+        )
         self.batch_size = int(batch_size)
         self.eval_batch_size = int(eval_batch_size)
         self.max_examples = dict(max_examples or {})
-        unknown = set(self.max_examples) - set(SPLITS)
-        if unknown:
-            raise ValueError(f"data.max_examples has unknown splits {sorted(unknown)}; allowed: {SPLITS}")
         self.num_workers = int(num_workers)
         self.on_device = bool(on_device)
         self.shuffle_seed = 0  # set to the run's seed by the training entry point

@@ -8,7 +8,7 @@ import os
 import zlib
 from pathlib import Path
 
-from mmvi.data.base import DataError
+from mmvi.errors import DataError
 
 
 def default_data_dir() -> Path:

@@ -28,8 +28,9 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from mmvi.data.base import DataError, MultimodalDataModule, Split, one_hot
+from mmvi.data.base import MultimodalDataModule, Split, one_hot
 from mmvi.data.files import read_bytes_maybe_gzip
+from mmvi.errors import DataError
 
 # IDX type codes (third magic byte) → big-endian numpy dtypes
 IDX_TYPES = {

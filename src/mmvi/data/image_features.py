@@ -25,7 +25,7 @@ from pathlib import Path
 
 import numpy as np
 
-from mmvi.data.base import DataError
+from mmvi.errors import DataError
 
 
 @dataclass(frozen=True)

@@ -18,9 +18,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from mmvi.data.base import DataError, MultimodalDataModule, Split, check_values, one_hot
+from mmvi.data.base import MultimodalDataModule, Split, check_values, one_hot
 from mmvi.data.files import default_data_dir, require_file, sha256_file
 from mmvi.data.preprocess import standardize, stratified_split
+from mmvi.errors import DataError
 
 MFEAT_VIEWS = {
     "fou": (76, "b517f89501eff177b4daf897d8f7e8eb6a5b0e5671f740e57cc1d768f6b969b3"),

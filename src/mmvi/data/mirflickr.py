@@ -53,10 +53,11 @@ import scipy.sparse as sp
 import torch
 from torch import Tensor
 
-from mmvi.data.base import DataError, MultimodalDataModule, Split
+from mmvi.data.base import MultimodalDataModule, Split
 from mmvi.data.files import default_data_dir, require_file, sha256_file
 from mmvi.data.image_features import FeatureParams, image_features, load_tar_images, tar_member_names
 from mmvi.data.preprocess import apply_zscore, zscore_stats
+from mmvi.errors import DataError
 from mmvi.utils import atomic_path
 
 log = logging.getLogger(__name__)

@@ -18,7 +18,8 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Sampler
 
-from mmvi.data.base import DataError, MultimodalDataModule, Split, SplitDataset, identity_collate, one_hot
+from mmvi.data.base import MultimodalDataModule, Split, SplitDataset, identity_collate, one_hot
+from mmvi.errors import DataError
 from mmvi.theory.measures import make_data_table, sample_from_table
 from mmvi.theory.rbm_tables import state_index
 

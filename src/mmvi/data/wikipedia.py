@@ -25,9 +25,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from mmvi.data.base import DataError, MultimodalDataModule, Split, check_values
+from mmvi.data.base import MultimodalDataModule, Split, check_values
 from mmvi.data.files import default_data_dir, require_file, sha256_file
 from mmvi.data.preprocess import standardize, stratified_split
+from mmvi.errors import DataError
 
 WIKI_FILE = "wiki_data.mat"
 WIKI_SHA256 = "618dda68117816abb1264ca8dcf4350a547467d856ff6581d3d874bbf757dfc0"

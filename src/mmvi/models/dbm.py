@@ -67,6 +67,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from mmvi.constraints import INT1, Interval, check_arguments
 from mmvi.models.deep import PathwayStack
 from mmvi.models.mrbm import MultimodalRBM, Visibles
 from mmvi.models.units import Units
@@ -201,6 +202,8 @@ class MultimodalDBM(PathwayStack):
         ValueError: ``mf_steps < 1`` or a negative ``mf_tol`` (and the errors of the pathway specs).
     """
 
+    constraints = {"mf_steps": INT1, "mf_tol": Interval(0, allow_none=True)}
+
     def __init__(
         self,
         modalities: Mapping[str, Mapping],
@@ -212,10 +215,7 @@ class MultimodalDBM(PathwayStack):
         mf_tol: float | None = None,
     ) -> None:
         super().__init__(modalities, n_joint, pathways, default_pathway, init_std)
-        if int(mf_steps) < 1:
-            raise ValueError(f"model.mf_steps must be >= 1, got {mf_steps}")
-        if mf_tol is not None and float(mf_tol) < 0:
-            raise ValueError(f"model.mf_tol must be >= 0 or null, got {mf_tol}")
+        check_arguments(self, mf_steps=mf_steps, mf_tol=mf_tol)
         self.mf_steps = int(mf_steps)
         self.mf_tol = None if mf_tol is None else float(mf_tol)
         self.depth = {m: len(self.layers[m]) for m in self.names}

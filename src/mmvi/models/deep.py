@@ -27,9 +27,9 @@ from collections.abc import Mapping
 from hydra.utils import get_class
 from torch import Tensor, nn
 
-from mmvi.models.hidden_units import make_hidden_units
-from mmvi.models.mrbm import MultimodalRBM, Visibles, check_visibles
-from mmvi.models.units import UNIT_OPTIONS, Units, make_units, observe
+from mmvi.constraints import INT1, POSITIVE, check_arguments
+from mmvi.models.mrbm import MODALITIES, MultimodalRBM, Visibles, check_visibles
+from mmvi.models.units import UNIT_OPTIONS, Units, make_hidden_units, make_units, observe
 
 RBM_TARGET = "mmvi.models.MultimodalRBM"
 
@@ -60,6 +60,8 @@ class PathwayStack(nn.Module):
         init_std: std of the N(0, init_std²) weight initialisation.
     """
 
+    constraints = {"modalities": MODALITIES, "n_joint": INT1, "init_std": POSITIVE}
+
     def __init__(
         self,
         modalities: Mapping[str, Mapping],
@@ -69,6 +71,7 @@ class PathwayStack(nn.Module):
         init_std: float = 0.01,
     ) -> None:
         super().__init__()
+        check_arguments(self, modalities=modalities, n_joint=n_joint, init_std=init_std)
         pathways = dict(pathways or {})
         unknown = set(pathways) - set(modalities)
         if unknown:

@@ -4,7 +4,7 @@
     F(v)    = Σ_m E_m(v_m) − Σ_k softplus(c_k + Σ_m (W_mᵀ v_m)_k)
 
 The hidden layer may instead be stepped-sigmoid (``hidden_units="stepped_sigmoid"``,
-:mod:`mmvi.models.hidden_units`): softplus above becomes that type's log-partition and σ its mean.
+:mod:`mmvi.models.units`): softplus above becomes that type's log-partition and σ its mean.
 
 Visibles are passed as ``{name: tensor (batch, n_m)}``. The model knows energies and
 conditionals only; objectives turn them into losses.
@@ -18,8 +18,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from mmvi.models.hidden_units import make_hidden_units
-from mmvi.models.units import UNIT_OPTIONS, Units, make_units
+from mmvi.constraints import INT1, POSITIVE, MappingOf, Options, Settings, check_arguments
+from mmvi.models.units import LAYER_UNIT_TYPES, UNIT_OPTIONS, UNIT_TYPES, Units, make_hidden_units, make_units
 
 Visibles = dict[str, Tensor]
 
@@ -38,6 +38,11 @@ def check_visibles(
             raise ValueError(f"modality {m!r} missing; given {sorted(v)}")
 
 
+#: a modality spec of a model or data config: its size and unit type (and the unit type's options)
+MODALITY = Settings({"size": INT1, "units": Options(tuple(UNIT_TYPES) + tuple(LAYER_UNIT_TYPES))}, open=True)
+MODALITIES = MappingOf(MODALITY, example="{left: {size: 392, units: bernoulli}}")
+
+
 class MultimodalRBM(nn.Module):
     """RBM over any number of named modalities with a shared (by default Bernoulli) hidden layer.
 
@@ -49,6 +54,8 @@ class MultimodalRBM(nn.Module):
             ``{"type": ..., "n_steps": 5, "sample_mode": "exact"}``.
     """
 
+    constraints = {"modalities": MODALITIES, "n_hidden": INT1, "init_std": POSITIVE}
+
     def __init__(
         self,
         modalities: Mapping[str, Mapping],
@@ -59,8 +66,7 @@ class MultimodalRBM(nn.Module):
         super().__init__()
         if not modalities:
             raise ValueError("MultimodalRBM needs at least one modality")
-        if n_hidden <= 0:
-            raise ValueError(f"model.n_hidden must be positive, got {n_hidden}")
+        check_arguments(self, modalities=modalities, n_hidden=n_hidden, init_std=init_std)
         self.names: list[str] = list(modalities)
         self.sizes: dict[str, int] = {m: int(spec["size"]) for m, spec in modalities.items()}
         self.units: dict[str, Units] = {

@@ -33,7 +33,7 @@ def check_theorem21_data(
     Raises:
         ConfigError: naming what is missing and the setting that provides it.
     """
-    from mmvi.config_check import ConfigError
+    from mmvi.errors import ConfigError
     from mmvi.models.mrbm import MultimodalRBM
 
     if not hasattr(dm, "p_data"):

@@ -8,8 +8,8 @@ paths, batch sizes used only for evaluation) are left out, so moving a folder or
 does not change it.
 
 ``results.json`` and every checkpoint record ``{"digest", "settings", "data_digest"}``; resuming
-compares the recorded settings with the requested ones (:func:`differences`) and the comparison
-report groups runs by them (:func:`result_settings` of a recorded config).
+compares the recorded settings with the requested ones (:func:`differences`; the folder checks are in
+:mod:`mmvi.run_folder`) and the comparison report groups runs by them (:func:`result_settings`).
 """
 
 from __future__ import annotations
@@ -17,7 +17,6 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import Iterable, Mapping
-from pathlib import Path
 from typing import Any
 
 import torch
@@ -55,7 +54,7 @@ def _strip(node: Any, path: str) -> Any:
         out = {}
         for k, v in node.items():
             key = f"{path}.{k}" if path else str(k)
-            if str(k) in IGNORED_LEAVES or key in IGNORED_PATHS or _is_path(str(k), v):
+            if str(k) in IGNORED_LEAVES or key in IGNORED_PATHS or is_path_setting(str(k), v):
                 continue
             out[str(k)] = _strip(v, key)
         return out
@@ -64,9 +63,15 @@ def _strip(node: Any, path: str) -> Any:
     return node
 
 
-def _is_path(key: str, value: Any) -> bool:
-    """File and folder names: the data they point to is fingerprinted by content instead."""
-    if key.endswith(("_dir", "_path", "_file")) or key == "files":
+PATH_SUFFIXES = ("_dir", "_path", "_file", "dir", "path")
+
+
+def is_path_setting(key: str, value: Any) -> bool:
+    """True for a setting that names files or folders (the data they point to is fingerprinted by
+    content instead, and a report never groups runs by it): a key ending in ``_dir``, ``_path``,
+    ``_file``, ``dir`` or ``path``, the key ``files``, or a value that starts like a path."""
+    leaf = str(key).rsplit(".", 1)[-1]
+    if leaf.endswith(PATH_SUFFIXES) or leaf == "files":
         return True
     return isinstance(value, str) and value.startswith(("/", "./", "../", "~"))
 
@@ -176,99 +181,3 @@ def describe(diffs: list[tuple[str, Any, Any]], limit: int = 6) -> str:
     if len(diffs) > limit:
         parts.append(f"… and {len(diffs) - limit} more")
     return "; ".join(parts)
-
-
-# ----------------------------------------------------------------------------- run folders
-CHECKPOINT_KEY = "mmvi_fingerprint"
-
-
-def checkpoint_fingerprint(path: str | Path) -> tuple[dict | None, bool]:
-    """(fingerprint, complete?) a checkpoint records: ours, else the settings its hyper-parameters
-    hold (model, objective, optimiser, seed: a partial fingerprint); (None, False) if unreadable."""
-    try:
-        ckpt = torch.load(str(path), map_location="cpu", weights_only=False)
-    except Exception:  # noqa: BLE001 - any unreadable file: nothing recorded
-        return None, False
-    if CHECKPOINT_KEY in ckpt:
-        return ckpt[CHECKPOINT_KEY], True
-    hp = ckpt.get("hyper_parameters") or {}
-    keys = {k: hp[k] for k in ("model", "objective", "optim", "seed", "nonfinite") if k in hp}
-    return (fingerprint(keys) if keys else None), False
-
-
-def recorded_fingerprints(folder: Path, checkpoint: str | Path | None = None) -> list[tuple[str, dict, bool]]:
-    """``(source, fingerprint, complete?)`` of the work a run folder holds: a completed or running
-    ``results.json`` (a running one may be a run in progress, or one that crashed) and the
-    checkpoint a resume would start from (``checkpoint``, default ``checkpoints/last.ckpt``). A
-    failed record holds no work (the failure is replaced by the next attempt)."""
-    from mmvi.utils import RESULTS_FILE, read_results
-
-    out = []
-    res_path = Path(folder) / RESULTS_FILE
-    try:
-        res = read_results(res_path) if res_path.is_file() else {}
-    except (OSError, ValueError):
-        res = {}
-    if res.get("status") in ("completed", "running"):
-        if "fingerprint" in res:
-            out.append((str(res_path), res["fingerprint"], True))
-        elif res.get("config"):
-            out.append((str(res_path), fingerprint(res["config"]), False))
-    ckpt = Path(checkpoint) if checkpoint else Path(folder) / "checkpoints" / "last.ckpt"
-    if ckpt.is_file():
-        fp, complete = checkpoint_fingerprint(ckpt)
-        if fp is not None:
-            out.append((str(ckpt), fp, complete))
-    return out
-
-
-def new_folder() -> str:
-    """The override that names a new folder: ``hydra.sweep.dir=<new folder>`` for a job of a
-    multirun, else ``hydra.run.dir=<new folder>``."""
-    from mmvi.api import in_multirun
-
-    return f"{'hydra.sweep.dir' if in_multirun() else 'hydra.run.dir'}=<new folder>"
-
-
-def start_over_hint() -> str:
-    """The ways forward from a folder that holds another configuration's run."""
-    return f"use a new folder ({new_folder()}) or ckpt_path=none to start over in this one"
-
-
-def check_run_folder(
-    folder: Path,
-    new: Mapping[str, Any],
-    checkpoint: str | Path | None = None,
-    ways: str | None = None,
-) -> None:
-    """Refuse (one line) to resume or relabel a folder that holds another configuration's run.
-
-    ``new`` is the requested fingerprint; a recorded one that differs in any result-defining
-    setting (a raised ``trainer.max_epochs`` continues the run) or in the data raises. A
-    ``checkpoint`` given explicitly (``ckpt_path=<file>``) is compared as the run it resumes;
-    ``ways`` (default :func:`start_over_hint`) ends the message.
-
-    Raises:
-        ConfigError: naming the differing keys, their old and new values and the ways forward.
-    """
-    from mmvi.config_check import ConfigError
-
-    own = Path(folder) / "checkpoints" / "last.ckpt"
-    for source, old, complete in recorded_fingerprints(folder, checkpoint):
-        diffs = differences(old, new) if complete else partial_differences(old, new)
-        if not diffs:
-            continue
-        if checkpoint is not None and Path(source) == Path(checkpoint) and Path(checkpoint) != own:
-            raise ConfigError(
-                f"ckpt_path={checkpoint} is a checkpoint of another configuration: {describe(diffs)}; "
-                "resume from a checkpoint of this configuration, or leave ckpt_path unset to start fresh"
-            )
-        raise ConfigError(
-            f"{folder} holds a run of another configuration ({Path(source).name}): {describe(diffs)}; {ways or start_over_hint()}"
-        )
-
-
-def partial_differences(old: Mapping[str, Any], new: Mapping[str, Any]) -> list[tuple[str, Any, Any]]:
-    """:func:`differences` restricted to the keys ``old`` records (a partial, older fingerprint)."""
-    keys = set(flatten(old.get("settings", old)))
-    return [d for d in differences(old, new) if d[0] in keys]

@@ -1,4 +1,4 @@
-"""Small helpers: atomic file writes and the run's ``results.json``."""
+"""Small helpers: atomic file writes, JSON, nested dicts, measures with their missing families."""
 
 from __future__ import annotations
 
@@ -6,15 +6,11 @@ import contextlib
 import json
 import math
 import os
-import sys
 import tempfile
 import time
 from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
-
-RESULTS_FILE = "results.json"
-STATUSES = ("running", "completed", "failed")
 
 
 @contextlib.contextmanager
@@ -56,13 +52,6 @@ def write_json_atomic(path: str | Path, obj: Any) -> Path:
     return write_text_atomic(path, json.dumps(_json_safe(obj), indent=2, sort_keys=True) + "\n")
 
 
-def write_results(folder: str | Path, status: str, **fields: Any) -> Path:
-    """Write ``results.json`` atomically with a ``status`` of running/completed/failed."""
-    if status not in STATUSES:
-        raise ValueError(f"status must be one of {STATUSES}, got {status!r}")
-    return write_json_atomic(Path(folder) / RESULTS_FILE, {"status": status, **fields})
-
-
 def set_aside(path: str | Path, stamp: float | None = None) -> Path:
     """Rename ``path`` (a file or folder) to ``<stem>.<YYYYmmdd-HHMMSS><suffix>`` beside it; return the new path."""
     path = Path(path)
@@ -74,14 +63,6 @@ def set_aside(path: str | Path, stamp: float | None = None) -> Path:
         n += 1
     path.rename(target)
     return target
-
-
-def read_results(path: str | Path) -> dict:
-    """Read a ``results.json`` (or the one inside a run folder)."""
-    path = Path(path)
-    if path.is_dir():
-        path = path / RESULTS_FILE
-    return json.loads(path.read_text())
 
 
 def is_missing(name: str, missing: Mapping[str, str]) -> str | None:
@@ -123,63 +104,9 @@ class Measures(dict):
             self.missing[family] = f"{type(exc).__name__}: {exc}"
 
 
-class RunRecord:
-    """The ``results.json`` of one run, as a context manager.
-
-    On entry it writes status ``running`` (a completed record already there is first renamed aside
-    with its timestamp, :func:`set_aside`); :meth:`complete` writes ``completed`` with the finite
-    metrics and, under ``missing_metrics``, each measure that could not be computed (a non-finite
-    value, or a family of :class:`Measures` whose computation failed) with its reason; an exception
-    leaving the block writes ``failed`` with its reason (and propagates). ``write=False`` (e.g. a
-    non-zero DDP rank) writes nothing.
-    """
-
-    def __init__(self, folder: str | Path, meta: dict[str, Any], write: bool = True, **fields: Any) -> None:
-        self.folder = Path(folder)
-        self.fields = {**meta, **fields}
-        self.write = write
-        self.started = time.time()
-
-    def update(self, status: str = "running", **fields: Any) -> None:
-        """Rewrite the record with more fields (e.g. the stages finished so far)."""
-        self.fields.update(fields)
-        if self.write:
-            write_results(self.folder, status, **self.fields, started=self.started)
-
-    def __enter__(self) -> RunRecord:
-        path = self.folder / RESULTS_FILE
-        if self.write and path.is_file():
-            try:
-                completed = read_results(path).get("status") == "completed"
-            except (OSError, ValueError):
-                completed = False
-            if completed:  # a completed result is never replaced: it is kept beside the new attempt
-                kept = set_aside(path)
-                print(f"kept the earlier completed record of {self.folder} as {kept.name}", file=sys.stderr)
-        self.update("running")
-        return self
-
-    def complete(self, metrics: dict[str, float], **fields: Any) -> dict[str, float]:
-        """Write ``completed`` with the finite metrics; return them.
-
-        Non-finite values are never recorded as numbers: they and the families ``metrics.missing``
-        names go to ``missing_metrics`` with their reason, one line each on stderr.
-        """
-        good, bad = finite_metrics(metrics)
-        missing = dict(getattr(metrics, "missing", {}))
-        missing.update({k: f"non-finite value ({metrics[k]})" for k in bad})
-        for name, reason in missing.items():
-            print(f"warning: {name} could not be computed: {reason}", file=sys.stderr, flush=True)
-        extra = {"missing_metrics": missing} if missing else {}
-        self.update("completed", metrics=good, duration_s=time.time() - self.started, **extra, **fields)
-        return good
-
-    def __exit__(self, exc_type, exc, tb) -> bool:
-        if exc is not None:
-            reason = f"{exc_type.__name__}: {exc}"
-            if issubclass(exc_type, KeyboardInterrupt | SystemExit):
-                reason = (
-                    "interrupted (e.g. Ctrl-C); rerun the same command to resume from the last checkpoint"
-                )
-            self.update("failed", reason=reason, duration_s=time.time() - self.started)
-        return False
+def deep_merge(base: Mapping, override: Mapping | None) -> dict:
+    """``base`` with ``override`` merged in, recursively for nested dicts."""
+    out = dict(base)
+    for k, v in (override or {}).items():
+        out[k] = deep_merge(out[k], v) if isinstance(v, Mapping) and isinstance(out.get(k), Mapping) else v
+    return out

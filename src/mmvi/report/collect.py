@@ -25,9 +25,9 @@ from typing import Any
 
 import pandas as pd
 
-from mmvi.fingerprint import flatten, result_settings
+from mmvi.fingerprint import flatten, is_path_setting, result_settings
 from mmvi.report.curves import Curves, read_curves
-from mmvi.utils import RESULTS_FILE
+from mmvi.run_folder import CONFIG_FILE, RESULTS_FILE, STAGES_DIR
 
 # Hydra choices that always define a configuration (the columns of the report's tables)
 KEY_CHOICES = ("data", "model", "objective", "experiment")
@@ -37,7 +37,6 @@ REPEAT_KEYS = ("seed", "data.fold")
 # overrides that never define a configuration (the legacy grouping of records without a config)
 IGNORED_KEYS = {*REPEAT_KEYS, "sweep_name", "task_name", "ckpt_path", "tags"}
 IGNORED_PREFIXES = ("hydra", "paths.", "logger", "callbacks", "trainer.enable_progress_bar")
-PATH_SUFFIXES = ("_dir", "_path", "_file", "dir", "path")
 # the value of a setting a run does not have (e.g. objective.alpha of a non-hybrid run)
 UNSET = "–"
 
@@ -99,12 +98,6 @@ class Collection:
         self.running += other.running
 
 
-def is_path_like(key: str, value: str) -> bool:
-    """True for overrides that name files or folders (never part of a configuration)."""
-    leaf = key.rsplit(".", 1)[-1]
-    return leaf.endswith(PATH_SUFFIXES) or value.startswith(("/", "./", "../", "~"))
-
-
 def parse_overrides(overrides: list[str] | None) -> dict[str, str]:
     """``["a.b=1", "+c=x", "~d"]`` → ``{"a.b": "1", "c": "x", "~d": "removed"}``, minus ignored keys."""
     pairs: dict[str, str] = {}
@@ -118,7 +111,7 @@ def parse_overrides(overrides: list[str] | None) -> dict[str, str]:
         bare = key.lstrip("~")
         if bare in IGNORED_KEYS or bare in KEY_CHOICES or bare.startswith(IGNORED_PREFIXES):
             continue
-        if is_path_like(key, value):
+        if is_path_setting(key, value):  # files and folders never define a configuration
             continue
         pairs[key] = value
     return pairs
@@ -176,7 +169,7 @@ def training_record(checkpoint: str | None) -> dict | None:
     if not checkpoint:
         return None
     folder = Path(checkpoint).parent.parent
-    for name in (RESULTS_FILE, "config_resolved.json"):
+    for name in (RESULTS_FILE, CONFIG_FILE):
         try:
             record = json.loads((folder / name).read_text())
         except (OSError, ValueError):
@@ -252,7 +245,7 @@ def find_results(folder: Path) -> list[Path]:
     found = (
         p
         for p in folder.rglob(RESULTS_FILE)
-        if not {"wandb", "stages"} & set(p.relative_to(folder).parts[:-1])
+        if not {"wandb", STAGES_DIR} & set(p.relative_to(folder).parts[:-1])
     )
     return sorted(found, key=lambda p: (len(p.parts), str(p)))
 

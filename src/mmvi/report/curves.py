@@ -23,8 +23,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from mmvi.run_folder import CSV_DIR, DONE_FILE, STAGES_DIR
+
 CSV_FILE = "metrics.csv"
-DONE_FILE = "done.json"
 # columns of a CSV log that index rows, not measures
 INDEX_COLUMNS = ("epoch", "step")
 # history keys of wandb that are bookkeeping, not per-epoch measures
@@ -102,7 +103,7 @@ def version_number(path: Path) -> int:
 
 def csv_files(folder: Path) -> list[Path]:
     """``<folder>/csv/metrics.csv`` and ``<folder>/csv/version_<n>/metrics.csv``, oldest version first."""
-    found = [p for p in (folder / "csv").glob(f"**/{CSV_FILE}") if p.is_file()]
+    found = [p for p in (folder / CSV_DIR).glob(f"**/{CSV_FILE}") if p.is_file()]
     return sorted(found, key=lambda p: (version_number(p), str(p)))
 
 
@@ -192,7 +193,7 @@ def read_stage_curves(root: Path) -> Curves | None:
 def read_curves(run_dir: str | Path) -> Curves | None:
     """The per-epoch curves of a run folder (training run or deep pipeline), ``None`` without logs."""
     run_dir = Path(run_dir)
-    stages = run_dir / "stages"
+    stages = run_dir / STAGES_DIR
     if stages.is_dir():
         curves = read_stage_curves(stages)
         if curves is not None:

@@ -21,6 +21,7 @@ from omegaconf import OmegaConf
 
 from mmvi.report.collect import find_results
 from mmvi.report.curves import csv_files
+from mmvi.run_folder import STAGES_DIR
 
 MULTIRUN_FILE = "multirun.yaml"
 ENDED = ("completed", "failed", "unreadable")
@@ -102,7 +103,7 @@ def scan(folders: list[str | Path]) -> SweepState:
             expected += sum(counts)
         for results in find_results(folder):
             run = results.parent
-            stage_logs = [f for d in (run / "stages").glob("*") if d.is_dir() for f in csv_files(d)]
+            stage_logs = [f for d in (run / STAGES_DIR).glob("*") if d.is_dir() for f in csv_files(d)]
             for path in [results, *csv_files(run), *stage_logs]:
                 try:
                     st = path.stat()

@@ -31,8 +31,9 @@ from typing import Any
 import numpy as np
 from hydra.experimental.callback import Callback
 
+from mmvi.run_folder import RESULTS_FILE, read_results
 from mmvi.theory.measures import MEASURE_KEYS, plot_theorem21
-from mmvi.utils import RESULTS_FILE, atomic_path, read_results, write_text_atomic
+from mmvi.utils import atomic_path, write_text_atomic
 
 log = logging.getLogger(__name__)
 

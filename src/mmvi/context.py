@@ -1,0 +1,79 @@
+"""Where this process runs: its DDP rank and the Hydra job it belongs to."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import sys
+from collections.abc import Iterator
+
+from hydra.core.hydra_config import HydraConfig
+from omegaconf import OmegaConf
+
+
+def is_global_zero() -> bool:
+    """True in the launching process (Lightning's DDP children carry LOCAL_RANK/NODE_RANK > 0)."""
+    return int(os.environ.get("LOCAL_RANK", 0)) == 0 and int(os.environ.get("NODE_RANK", 0)) == 0
+
+
+def in_multirun() -> bool:
+    """True in a job of a Hydra multirun."""
+    from hydra.types import RunMode
+
+    return HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN
+
+
+def in_local_sweep() -> bool:
+    """True in a job of a multirun that Hydra's basic launcher runs in this process."""
+    return in_multirun() and str(HydraConfig.get().launcher.get("_target_", "")).endswith(".BasicLauncher")
+
+
+@contextlib.contextmanager
+def job_command_line(output_dir: str) -> Iterator[None]:
+    """Within a job of a multirun, the command line Lightning gives its DDP child processes is
+    this job's own (its overrides, run in its folder), not the whole sweep's: a child started
+    with ``-m`` would run a sweep of its own and replace the sweep's ``multirun.yaml``."""
+    if not in_multirun() or not is_global_zero():
+        yield
+        return
+    hc = HydraConfig.get()
+    argv, run_dir = list(sys.argv), hc.run.dir
+    OmegaConf.set_readonly(hc, False)
+    try:
+        sys.argv = [argv[0], *hc.overrides.task]
+        hc.run.dir = str(output_dir)  # the folder Lightning names for the child (hydra.run.dir)
+        yield
+    finally:
+        sys.argv = argv
+        hc.run.dir = run_dir
+        OmegaConf.set_readonly(hc, True)
+
+
+def new_folder() -> str:
+    """The override that names a new folder: ``hydra.sweep.dir=<new folder>`` for a job of a
+    multirun, else ``hydra.run.dir=<new folder>``."""
+    return f"{'hydra.sweep.dir' if in_multirun() else 'hydra.run.dir'}=<new folder>"
+
+
+def start_over_hint() -> str:
+    """The ways forward from a folder that holds another configuration's run."""
+    return f"use a new folder ({new_folder()}) or ckpt_path=none to start over in this one"
+
+
+def choice(group: str, *, _root_) -> str:
+    """``${mmvi_choice:<group>}``: the option chosen for a config group, e.g. ``data`` → ``mnist5k``.
+
+    Unlike ``${hydra:runtime.choices.<group>}`` it also resolves where Hydra has not set its
+    config yet, as when a multirun's launcher names the sweep folder: the choices are then read
+    from the composed config itself.
+    """
+    choices = OmegaConf.select(_root_, "hydra.runtime.choices", default=None)
+    if choices is None and HydraConfig.initialized():
+        choices = HydraConfig.get().runtime.choices
+    if choices is None or choices.get(group) is None:
+        return "none"
+    return str(choices.get(group))
+
+
+if not OmegaConf.has_resolver("mmvi_choice"):
+    OmegaConf.register_new_resolver("mmvi_choice", choice)

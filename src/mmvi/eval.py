@@ -14,61 +14,26 @@ ends the command with one line and exit status 2, before any work.
 
 from __future__ import annotations
 
-import json
 import logging
 from pathlib import Path
 
 import hydra
-import lightning.pytorch as pl
 from hydra.core.hydra_config import HydraConfig
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
-from mmvi.api import (
-    check_model_matches_data,
-    command_line,
-    preflight,
-    print_summary,
-    read_checkpoint_file,
-    run_metadata,
-    run_task,
-)
-from mmvi.config_check import (
-    ConfigError,
-    check_evaluation_arguments,
-    check_evaluation_data,
-    instantiate_checked,
-    validate_config,
-)
-from mmvi.data.base import MultimodalDataModule, load_data_state
-from mmvi.deep.stages import deep_merge
-from mmvi.fingerprint import (
-    CHECKPOINT_KEY,
-    check_run_folder,
-    data_digest,
-    fingerprint,
-    fingerprint_of,
-    new_folder,
-)
+from mmvi import lifecycle
+from mmvi.cli import command_line, run_task
+from mmvi.context import new_folder
+from mmvi.data.base import load_data_state
+from mmvi.errors import ConfigError
+from mmvi.fingerprint import fingerprint, fingerprint_of
+from mmvi.instantiate import instantiate_checked
 from mmvi.lit.module import MultimodalLitModule
-from mmvi.utils import RunRecord, write_json_atomic
+from mmvi.run_folder import CHECKPOINT_KEY, RunRecord, load_checkpoint, training_config
+from mmvi.utils import deep_merge
 
 log = logging.getLogger(__name__)
-
-
-def training_config(ckpt_path: Path) -> dict:
-    """The resolved config saved by the run that wrote ``ckpt_path`` (``<run>/checkpoints/x.ckpt``).
-
-    Raises:
-        FileNotFoundError: no ``config_resolved.json`` beside the checkpoint's run folder.
-    """
-    saved = ckpt_path.resolve().parent.parent / "config_resolved.json"
-    if not saved.is_file():
-        raise FileNotFoundError(
-            f"{saved} not found: cannot tell which data the checkpoint was trained on; "
-            "name the data with +data=<option> (e.g. +data=mnist data.data_dir=<folder>)"
-        )
-    return json.loads(saved.read_text())["config"]
 
 
 def evaluation_data(cfg: DictConfig, ckpt: Path) -> dict:
@@ -77,7 +42,12 @@ def evaluation_data(cfg: DictConfig, ckpt: Path) -> dict:
     given = OmegaConf.to_container(cfg.data, resolve=True) if cfg.get("data") else None
     if given is not None and not isinstance(given, dict):
         raise ConfigError(f"data={given!r} is not allowed; allowed: +data=<option> or +data.<key>=<value>")
-    trained = training_config(ckpt)["data"]
+    try:
+        trained = training_config(ckpt)["data"]
+    except FileNotFoundError:
+        if given and "_target_" in given:  # the data named in full: nothing to take from the run
+            return given
+        raise
     if given and "_target_" in given:
         explicit = data_keys_on_command_line()
         if given["_target_"] != trained.get("_target_") or explicit is None:
@@ -118,43 +88,57 @@ def evaluation_fingerprint(cfg: DictConfig, ckpt: Path, data_cfg: dict, checkpoi
     return fingerprint_of(settings)
 
 
+class Evaluation(lifecycle.Task):
+    """Evaluate ``cfg.ckpt_path`` on the training run's data (or the data given)."""
+
+    fresh = False  # ckpt_path names the checkpoint evaluated, never a start-over
+
+    def check(self) -> None:
+        cfg = self.cfg
+        if OmegaConf.is_missing(cfg, "ckpt_path"):
+            raise ConfigError(
+                "ckpt_path is required: python -m mmvi.eval ckpt_path=<run>/checkpoints/last.ckpt"
+            )
+        self.ckpt = Path(str(cfg.ckpt_path))
+        if not self.ckpt.is_file():
+            raise FileNotFoundError(f"ckpt_path={self.ckpt}: no such checkpoint file")
+        self.checkpoint = load_checkpoint(self.ckpt)
+        self.data_cfg = evaluation_data(cfg, self.ckpt)
+        self.meta["data_config"] = self.data_cfg
+        self.with_checkpoint = False  # the folder's identity is its record
+        self.ways = f"evaluate into a new folder ({new_folder()})"
+        self.record_fields = {"checkpoint": str(self.ckpt)}
+
+    def identity(self, data: str | None = None) -> dict:
+        fp = evaluation_fingerprint(self.cfg, self.ckpt, self.data_cfg, self.checkpoint)
+        return fingerprint_of(fp["settings"], data)
+
+    def load_data(self):
+        dm = instantiate_checked(self.data_cfg)
+        load_data_state(dm, self.checkpoint)
+        dm.setup()
+        return dm
+
+    def build(self, dm):
+        self.lit = MultimodalLitModule.load_from_checkpoint(str(self.ckpt), map_location="cpu")
+        lifecycle.check_model_matches_data(self.lit.model, dm, trained=True)
+        self.dm = dm
+        return self.lit.model
+
+    def execute(self, record: RunRecord, loggers: list) -> lifecycle.Outcome:
+        evaluate = instantiate(self.cfg.evaluation, _convert_="all")
+        metrics, artefacts = evaluate(
+            model=self.lit.model,
+            dm=self.dm,
+            out_dir=self.out_dir,
+            native_steps=self.lit.objective.native_inference_steps,
+        )
+        return lifecycle.Outcome(metrics, artefacts)
+
+
 def evaluate_checkpoint(cfg: DictConfig) -> dict[str, float]:
     """Evaluate ``cfg.ckpt_path``; return the metrics (see the module docstring)."""
-    if OmegaConf.is_missing(cfg, "ckpt_path"):
-        raise ConfigError("ckpt_path is required: python -m mmvi.eval ckpt_path=<run>/checkpoints/last.ckpt")
-    out_dir = Path(cfg.paths.output_dir)
-    meta = run_metadata(cfg)
-    with preflight(out_dir, meta):
-        ckpt = Path(str(cfg.ckpt_path))
-        if not ckpt.is_file():
-            raise FileNotFoundError(f"ckpt_path={ckpt}: no such checkpoint file")
-        checkpoint = read_checkpoint_file(ckpt)
-        validate_config(cfg)
-        check_evaluation_arguments(cfg.evaluation)
-        data_cfg = evaluation_data(cfg, ckpt)
-        fp = evaluation_fingerprint(cfg, ckpt, data_cfg, checkpoint)
-        ways = f"evaluate into a new folder ({new_folder()})"
-        check_run_folder(out_dir, fp, checkpoint=out_dir / "none", ways=ways)
-        pl.seed_everything(int(cfg.seed))
-        lit = MultimodalLitModule.load_from_checkpoint(str(ckpt), map_location="cpu")
-        dm: MultimodalDataModule = instantiate_checked(data_cfg)
-        load_data_state(dm, checkpoint)
-        dm.setup()
-        check_model_matches_data(lit, dm, trained=True)
-        check_evaluation_data(cfg.evaluation, dm, lit.model)
-        fp = fingerprint_of(fp["settings"], data_digest(dm.splits))
-        check_run_folder(out_dir, fp, checkpoint=out_dir / "none", ways=ways)
-    meta = {**meta, "fingerprint": fp, "data_config": data_cfg}
-    out_dir.mkdir(parents=True, exist_ok=True)
-    write_json_atomic(out_dir / "config_resolved.json", meta)
-    with RunRecord(out_dir, meta, checkpoint=str(ckpt)) as record:
-        evaluate = instantiate(cfg.evaluation, _convert_="all")
-        metrics, artefacts = evaluate(
-            model=lit.model, dm=dm, out_dir=out_dir, native_steps=lit.objective.native_inference_steps
-        )
-        good = record.complete(metrics, artefacts=artefacts)
-    print_summary(out_dir, good, None)
-    return good
+    return lifecycle.run(Evaluation, cfg)
 
 
 @hydra.main(version_base="1.3", config_path="../../conf", config_name="eval")

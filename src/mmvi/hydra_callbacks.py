@@ -21,7 +21,7 @@ class SweepRecords(Callback):
     """
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
-        from mmvi.api import REFUSED_JOBS
+        from mmvi.cli import REFUSED_JOBS
         from mmvi.utils import set_aside
 
         REFUSED_JOBS.clear()
@@ -31,7 +31,7 @@ class SweepRecords(Callback):
             print(f"{record.parent}: kept the earlier sweep's multirun.yaml as {kept.name}", file=sys.stderr)
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
-        from mmvi.api import REFUSED_JOBS
+        from mmvi.cli import REFUSED_JOBS
 
         if not REFUSED_JOBS:
             return

@@ -33,57 +33,38 @@ from functools import partial
 from pathlib import Path
 
 import hydra
-import lightning.pytorch as pl
 import torch
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
-from mmvi.api import (
-    command_line,
-    complete_modalities,
-    instantiate_dict,
-    log_to_loggers,
-    preflight,
-    print_summary,
-    run_metadata,
-    run_task,
-    start_over,
-    wandb_closed,
-)
-from mmvi.config_check import (
-    ConfigError,
-    check_directions,
-    check_evaluation_arguments,
-    check_evaluation_data,
-    instantiate_checked,
-    validate_config,
-)
+from mmvi import lifecycle
+from mmvi.cli import command_line, run_task
+from mmvi.config_check import check_directions
 from mmvi.data.base import MultimodalDataModule, Split
 from mmvi.deep.dbm import JOINT_STAGE, check_joint_settings, top_training, train_joint
 from mmvi.deep.finetune import FinetuneLitModule
+from mmvi.deep.schema import check_stages
 from mmvi.deep.stages import (
-    DONE_FILE,
     LogOffsets,
     SplitsDataModule,
     StageRunner,
     StreamDataModule,
     UnlabelledStream,
-    deep_merge,
-    digest,
     keep_rows,
     map_split,
 )
-from mmvi.evaluation.protocol import FIGURES
-from mmvi.fingerprint import check_run_folder, data_digest, fingerprint
+from mmvi.errors import ConfigError
+from mmvi.fingerprint import digest, fingerprint
+from mmvi.instantiate import instantiate_checked
 from mmvi.lit.module import MultimodalLitModule
 from mmvi.models.dbm import MultimodalDBM
 from mmvi.models.deep import MDRNN
-from mmvi.utils import RESULTS_FILE, RunRecord, atomic_path, finite_metrics, read_results, write_json_atomic
+from mmvi.run_folder import DONE_FILE, MODEL_FILE, RESULTS_FILE, STAGES_DIR, RunRecord, read_results
+from mmvi.utils import atomic_path, deep_merge
 
 log = logging.getLogger(__name__)
 
 FIT_SPLITS = ("train", "val")
-MODEL_FILE = "model.pt"  # the whole model after the last stage run
 # data keys that do not change the examples (left out of the stage specs)
 LOADER_KEYS = ("batch_size", "eval_batch_size", "num_workers", "on_device")
 
@@ -263,14 +244,6 @@ def train_stages(
 
 
 # ------------------------------------------------------------------------------ entry point
-def check_sizes(model: MDRNN, dm: MultimodalDataModule) -> None:
-    if model.sizes != dm.modality_sizes:
-        raise ConfigError(
-            f"model.modalities {model.sizes} do not match the data's modalities {dm.modality_sizes}; "
-            "set model.modalities to the data's (default: ${data.modalities})"
-        )
-
-
 def check_stop_after(cfg: dict, model: MDRNN | MultimodalDBM) -> None:
     """``stop_after`` must name a stage of this model (one line before any stage trains)."""
     stop = cfg.get("stop_after")
@@ -351,81 +324,77 @@ def native_inference_steps(cfg: dict) -> int:
     return instantiate(cfg["objective"], _convert_="all").native_inference_steps
 
 
-def run(cfg: DictConfig) -> dict[str, float]:
-    """Train every stage (loading finished ones), evaluate, write ``results.json``; return the metrics.
+class Pipeline(lifecycle.Task):
+    """Train every stage (loading finished ones), then evaluate the deep model."""
 
-    A run folder whose stages are all done is evaluated again (nothing is retrained).
-    """
-    out_dir = Path(cfg.paths.output_dir)
-    meta = run_metadata(cfg)
-    fresh = cfg.get("ckpt_path") == "none"
-    with preflight(out_dir, meta):  # every check before a stage trains; a completed run is left as it is
-        if not fresh:
-            check_completed_record(out_dir, cfg)
-        validate_config(cfg)
-        check_evaluation_arguments(cfg.evaluation)
-        record_dbm_training(meta)
-        if not fresh:
-            check_run_folder(out_dir, fingerprint(identity_config(meta["config"])))
-        pl.seed_everything(int(cfg.seed), workers=True)
-        dm: MultimodalDataModule = instantiate_checked(cfg.data)
+    def check(self) -> None:
+        check_stages(self.meta["config"])
+        if not self.fresh:
+            check_completed_record(self.out_dir, self.cfg)
+        record_dbm_training(self.meta)
+
+    def identity(self, data: str | None = None) -> dict:
+        return fingerprint(identity_config(self.meta["config"]), data)
+
+    def load_data(self) -> MultimodalDataModule:
+        dm = instantiate_checked(self.cfg.data)
         dm.setup()
-        dm.shuffle_seed = int(cfg.seed)
-        fp = fingerprint(identity_config(meta["config"]), data_digest(dm.splits))
-        if not fresh:
-            check_run_folder(out_dir, fp)
-        complete_modalities(cfg, dm)
-        meta["config"]["model"] = OmegaConf.to_container(cfg.model, resolve=True)
-        model: MDRNN = instantiate_checked(cfg.model)
-        check_sizes(model, dm)
-        check_evaluation_data(cfg.evaluation, dm, model)
-        check_stop_after(meta["config"], model)
-        check_directions(meta["config"], model.names)
-        for phase, st in (meta["config"]["stages"].get("finetune") or {}).items():
-            for m in ((st or {}).get("objective") or {}).get("directions") or []:
-                if m not in model.names:
-                    raise ConfigError(
-                        f"stages.finetune.{phase}.objective.directions names modality {m!r}, which the "
-                        f"model does not have; allowed: {model.names}"
-                    )
+        dm.shuffle_seed = int(self.cfg.seed)
+        return dm
+
+    def build(self, dm: MultimodalDataModule) -> MDRNN | MultimodalDBM:
+        cfg, config = self.cfg, self.meta["config"]
+        lifecycle.complete_modalities(cfg, dm)
+        config["model"] = OmegaConf.to_container(cfg.model, resolve=True)
+        model = instantiate_checked(cfg.model)
+        lifecycle.check_model_matches_data(model, dm)
+        check_stop_after(config, model)
+        check_directions(config, model.names)
+        check_finetune_directions(config, model)
         if isinstance(model, MultimodalDBM):
-            check_joint_settings(meta["config"], model)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    if fresh:
-        start_over(out_dir, ("stages", MODEL_FILE, "csv", RESULTS_FILE, "config_resolved.json", *FIGURES))
-    meta["fingerprint"] = fp
-    write_json_atomic(out_dir / "config_resolved.json", meta)
-    with wandb_closed(), RunRecord(out_dir, meta) as record:
-        root = out_dir / "stages"
-        loggers, offsets = instantiate_dict(cfg.get("logger")), LogOffsets()
-        for lg in loggers:  # one wandb run for the whole pipeline; stages log into it by prefix
-            lg.log_hyperparams({**meta["config"], "choices": meta.get("choices", {})})
-        ran = train_stages(meta["config"], dm, model, root, loggers, offsets)
+            check_joint_settings(config, model)
+        self.model, self.dm = model, dm
+        return model
+
+    def execute(self, record: RunRecord, loggers: list) -> lifecycle.Outcome | None:
+        cfg, config, out_dir = self.cfg, self.meta["config"], self.out_dir
+        root, offsets = out_dir / STAGES_DIR, LogOffsets()
+        # one wandb run for the whole pipeline; stages log into it by prefix
+        ran = train_stages(config, self.dm, self.model, root, loggers, offsets)
         stages = {name: str(root / name) for name in ran}
         stopped = {"stopped_after": cfg.stop_after} if cfg.get("stop_after") else {}
         if stopped and not cfg.get("evaluate_stopped", False):
             record.update("running", stages=stages, **stopped)
             log.info("stopped after stage %s; re-run without stop_after to continue", cfg.stop_after)
-            return {}
+            return None
         with atomic_path(out_dir / MODEL_FILE) as tmp:  # the whole trained model (mmvi.load reads it)
-            torch.save({k: v.detach().cpu() for k, v in model.state_dict().items()}, tmp)
+            torch.save({k: v.detach().cpu() for k, v in self.model.state_dict().items()}, tmp)
         evaluate = instantiate(cfg.evaluation, _convert_="all")
         metrics, artefacts = evaluate(
-            model=model, dm=dm, out_dir=out_dir, native_steps=native_inference_steps(meta["config"])
+            model=self.model, dm=self.dm, out_dir=out_dir, native_steps=native_inference_steps(config)
         )
-        good, _ = finite_metrics(metrics)
-        wandb_dir = log_to_loggers(loggers, good, artefacts, offsets.last_step + 1)
         per_stage = {name: stage_measures(root / name) for name in ran}
-        good = record.complete(
-            metrics,
-            artefacts=artefacts,
-            stages=stages,
-            stage_metrics=per_stage,
-            wandb_dir=wandb_dir,
-            **stopped,
-        )
-    print_summary(out_dir, good, wandb_dir)  # after wandb's own run summary
-    return good
+        fields = {"stages": stages, "stage_metrics": per_stage, **stopped}
+        return lifecycle.Outcome(metrics, artefacts, fields, step=offsets.last_step + 1)
+
+
+def check_finetune_directions(config: dict, model: MDRNN | MultimodalDBM) -> None:
+    """Every fine-tuning phase's ``directions`` must name modalities of the model."""
+    for phase, st in ((config.get("stages") or {}).get("finetune") or {}).items():
+        for m in ((st or {}).get("objective") or {}).get("directions") or []:
+            if m not in model.names:
+                raise ConfigError(
+                    f"stages.finetune.{phase}.objective.directions names modality {m!r}, which the "
+                    f"model does not have; allowed: {model.names}"
+                )
+
+
+def run(cfg: DictConfig) -> dict[str, float]:
+    """Train every stage (loading finished ones), evaluate, write ``results.json``; return the metrics.
+
+    A run folder whose stages are all done is evaluated again (nothing is retrained).
+    """
+    return lifecycle.run(Pipeline, cfg)
 
 
 @hydra.main(version_base="1.3", config_path="../../../conf", config_name="deep")

@@ -23,7 +23,6 @@ stage's spec holds the digest of the stages before it.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import time
@@ -41,21 +40,15 @@ from lightning.pytorch.utilities import rank_zero_only
 from torch import Tensor, nn
 from torch.utils.data import DataLoader, IterableDataset
 
-from mmvi.config_check import ConfigError
+from mmvi.context import start_over_hint
 from mmvi.data.base import MultimodalDataModule, Split
-from mmvi.fingerprint import describe, differences, start_over_hint
+from mmvi.errors import ConfigError
+from mmvi.fingerprint import describe, differences, digest
+from mmvi.lit.checkpoint_io import AtomicCheckpointIO
+from mmvi.run_folder import CHECKPOINT_DIR, CSV_DIR, DONE_FILE, SPEC_FILE, WEIGHTS_FILE, last_checkpoint
 from mmvi.utils import atomic_path, write_json_atomic
 
 log = logging.getLogger(__name__)
-
-DONE_FILE = "done.json"
-SPEC_FILE = "spec.json"  # the spec a stage started training with (an interrupted stage resumes only as it)
-WEIGHTS_FILE = "model.pt"
-
-
-def digest(obj: Any) -> str:
-    """sha256 of the canonical JSON of ``obj`` (first 16 hex digits)."""
-    return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
 def check_stage_spec(name: str, folder: Path, old: Mapping, new: Mapping, state: str) -> None:
@@ -71,14 +64,6 @@ def check_stage_spec(name: str, folder: Path, old: Mapping, new: Mapping, state:
             f"stage {name!r} in {folder} was {state} with another configuration: {describe(diffs)}; "
             f"{start_over_hint()}"
         )
-
-
-def deep_merge(base: Mapping, override: Mapping | None) -> dict:
-    """``base`` with ``override`` merged in, recursively for nested dicts."""
-    out = dict(base)
-    for k, v in (override or {}).items():
-        out[k] = deep_merge(out[k], v) if isinstance(v, Mapping) and isinstance(out.get(k), Mapping) else v
-    return out
 
 
 # ---------------------------------------------------------------------------- data
@@ -308,7 +293,7 @@ class StageRunner:
         on_fresh_start: Callable[[pl.LightningModule, MultimodalDataModule], None] | None,
     ) -> dict:
         started = time.time()
-        last = folder / "checkpoints" / "last.ckpt"
+        last = last_checkpoint(folder)
         ckpt = str(last) if last.is_file() else None
         started_spec = folder / SPEC_FILE
         if ckpt is not None and started_spec.is_file():  # an interrupted stage resumes only as itself
@@ -347,7 +332,7 @@ class StageRunner:
         """One Lightning fit with a last.ckpt every epoch and a CSV log; return the final metrics."""
         log.info("stage %s: %s (%d epochs)", name, "resuming from " + ckpt if ckpt else "training", epochs)
         checkpoint = ModelCheckpoint(
-            dirpath=folder / "checkpoints",
+            dirpath=folder / CHECKPOINT_DIR,
             filename="epoch_{epoch:03d}",
             auto_insert_metric_name=False,
             save_last=True,
@@ -359,10 +344,11 @@ class StageRunner:
             max_epochs=int(epochs),
             default_root_dir=str(folder),
             logger=[
-                CSVLogger(str(folder), name="csv"),  # csv/version_<n>: one per (re)start
+                CSVLogger(str(folder), name=CSV_DIR),  # csv/version_<n>: one per (re)start
                 *(StageLogger(lg, stage_prefix(name), self.offsets) for lg in self.loggers),
             ],
             callbacks=[checkpoint],
+            plugins=[*instantiate(self.trainer.get("plugins") or [], _convert_="all"), AtomicCheckpointIO()],
             enable_progress_bar=self.progress_bar,
             enable_model_summary=False,
             limit_val_batches=1.0 if validate else 0,

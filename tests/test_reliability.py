@@ -16,8 +16,9 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from mmvi.config_check import ConfigError, validate_config
+from mmvi.config_check import validate_config
 from mmvi.data.mnist import MNIST5kHalves
+from mmvi.errors import ConfigError
 from mmvi.lit.module import MultimodalLitModule, NonFiniteError
 from mmvi.objectives.minvi import MultiPrediction
 from test_train_cli import run_cli
@@ -69,6 +70,10 @@ RANGES = {
 }
 
 
+# the class whose declared constraint a key of RANGES is (objective settings live on their objective)
+TARGETS = {"objective.alpha": "mmvi.objectives.Mixture", "objective": "mmvi.objectives.MultiPrediction"}
+
+
 def _nested(key: str, value) -> dict:
     out: dict = {}
     node = out
@@ -76,6 +81,8 @@ def _nested(key: str, value) -> dict:
     for p in parts[:-1]:
         node = node.setdefault(p, {})
     node[parts[-1]] = value
+    if parts[0] == "objective":
+        out["objective"]["_target_"] = TARGETS.get(key, TARGETS["objective"])
     return out
 
 

@@ -36,11 +36,12 @@ from hydra.errors import InstantiationException
 from hydra.utils import instantiate
 from torch import Tensor
 
-from mmvi.config_check import ConfigError
-from mmvi.deep.stages import deep_merge
+from mmvi.constraints import INT1, check_arguments
+from mmvi.errors import ConfigError
 from mmvi.lit.module import MultimodalLitModule
 from mmvi.models.dbm import JOINT, MultimodalDBM
 from mmvi.objectives.base import Objective
+from mmvi.utils import deep_merge
 
 JOINT_STAGE = "joint"
 JOINT_ESTIMATOR = "mmvi.deep.dbm.DBMLikelihood"
@@ -64,12 +65,11 @@ class DBMLikelihood(Objective):
             not a :class:`MultimodalDBM`.
     """
 
+    constraints = {"n_chains": INT1, "gibbs_steps": INT1}
+
     def __init__(self, n_chains: int = 100, gibbs_steps: int = 1, **kwargs) -> None:
         super().__init__(**kwargs)
-        if int(n_chains) < 1:
-            raise ValueError(f"objective.n_chains must be >= 1, got {n_chains}")
-        if int(gibbs_steps) < 1:
-            raise ValueError(f"objective.gibbs_steps must be >= 1, got {gibbs_steps}")
+        check_arguments(self, n_chains=n_chains, gibbs_steps=gibbs_steps)
         self.n_chains = int(n_chains)
         self.gibbs_steps = int(gibbs_steps)
         self.chain_names: list[str] = []

@@ -24,6 +24,16 @@ import torch
 from hydra.utils import instantiate
 from torch import Tensor, nn
 
+from mmvi.constraints import (
+    INT0,
+    NON_NEGATIVE,
+    POSITIVE,
+    Interval,
+    NameList,
+    Options,
+    Settings,
+    check_arguments,
+)
 from mmvi.models.deep import MDRNN
 
 log = logging.getLogger(__name__)
@@ -42,6 +52,13 @@ class RecurrentPrediction(nn.Module):
         mask_rate: p; each unit of the predicted modality stays observed with probability p·u.
     """
 
+    constraints = {
+        "directions": NameList(allow_none=True, what="modalities"),
+        "steps": INT0,
+        "bptt_steps": Interval(1, integer=True, allow_none=True),
+        "mask_rate": Interval(0, 1, closed="left"),
+    }
+
     def __init__(
         self,
         directions: list[str] | None = None,
@@ -50,12 +67,7 @@ class RecurrentPrediction(nn.Module):
         mask_rate: float = 0.0,
     ) -> None:
         super().__init__()
-        if steps < 0:
-            raise ValueError(f"finetune objective steps must be >= 0, got {steps}")
-        if bptt_steps is not None and bptt_steps < 1:
-            raise ValueError(f"finetune objective bptt_steps must be >= 1 or null, got {bptt_steps}")
-        if not 0.0 <= mask_rate < 1.0:
-            raise ValueError(f"finetune objective mask_rate must be in [0, 1), got {mask_rate}")
+        check_arguments(self, directions=directions, steps=steps, bptt_steps=bptt_steps, mask_rate=mask_rate)
         self.directions = list(directions) if directions else None
         self.steps = int(steps)
         self.bptt_steps = None if bptt_steps is None else int(bptt_steps)
@@ -99,18 +111,25 @@ class FinetuneLitModule(pl.LightningModule):
         seed: the RNG is re-seeded from (seed, epoch) at every epoch start (exact resume).
     """
 
+    constraints = {
+        "optimizer": Settings(
+            {
+                "name": Options(OPTIMIZERS),
+                "lr": POSITIVE,
+                "weight_decay": NON_NEGATIVE,
+                "momentum": Interval(0, 1, closed="left"),
+                "betas": None,
+            }
+        ),
+        "trainable": Options(TRAINABLE),
+    }
+
     def __init__(
         self, model: Mapping, objective: Mapping, optimizer: Mapping, trainable: str = "all", seed: int = 0
     ) -> None:
         super().__init__()
         self.save_hyperparameters()
-        if trainable not in TRAINABLE:
-            raise ValueError(f"finetune trainable={trainable!r}; allowed: {TRAINABLE}")
-        name = str(optimizer.get("name", "adam"))
-        if name not in OPTIMIZERS:
-            raise ValueError(f"finetune optimizer.name={name!r}; allowed: {OPTIMIZERS}")
-        if float(optimizer.get("lr", 0)) <= 0:
-            raise ValueError(f"finetune optimizer.lr must be positive, got {optimizer.get('lr')}")
+        check_arguments(self, optimizer=optimizer, trainable=trainable)
         self.model: MDRNN = instantiate(dict(model), _convert_="all")
         self.objective: RecurrentPrediction = instantiate(dict(objective), _convert_="all")
         self.optim = dict(optimizer)

@@ -36,6 +36,7 @@ from collections.abc import Iterable, Mapping
 import torch
 from torch import Tensor
 
+from mmvi.constraints import INT0, INT1, Flag, Interval, Options
 from mmvi.evaluation import partition as P
 from mmvi.models.mrbm import MultimodalRBM
 
@@ -233,3 +234,19 @@ def likelihood_metrics(
         out["nll_stderr"] = se
         log.info("nll = %.4f ± %.4f (%s)", out["nll"], se, "exact" if exact else "AIS")
     return out
+
+
+likelihood_metrics.constraints = {
+    "n_examples": Interval(1, integer=True, allow_none=True),
+    "n_ais_runs": INT1,
+    "n_betas": Interval(3, integer=True),
+    "joint_ais_runs": INT1,
+    "joint_betas": Interval(3, integer=True),
+    "schedule": Options(("piecewise", "linear")),
+    "ais_base": Options(("meanfield", "marginal")),
+    "seed": INT0,
+    "binarize_seed": Interval(0, integer=True, allow_none=True),
+    "exact_limit": Interval(0, 30, integer=True),
+    "batch_size": INT1,
+    "joint": Flag(),
+}

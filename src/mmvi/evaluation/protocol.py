@@ -18,14 +18,20 @@ from pathlib import Path
 
 import torch
 
+from mmvi.constraints import INT0, INT1, POSITIVE, Flag, Interval, NumberList, Options, Settings
 from mmvi.data.base import MultimodalDataModule
+from mmvi.errors import ConfigError
+from mmvi.evaluation.classify import REFITS
 from mmvi.evaluation.condce import conditional_cross_entropy
+from mmvi.evaluation.likelihood import likelihood_metrics
 from mmvi.evaluation.representations import query_types, split_representations
 from mmvi.models.mrbm import MultimodalRBM
 from mmvi.utils import Measures
 
 GENERATION_FIGURE, RETRIEVAL_FIGURE = "generation.png", "retrieval.png"
-FIGURES = (GENERATION_FIGURE, RETRIEVAL_FIGURE)  # what the evaluation writes into the run folder
+FIGURES = (GENERATION_FIGURE, RETRIEVAL_FIGURE)
+#: every file the evaluation writes into the run folder
+EVALUATION_FILES = FIGURES
 
 log = logging.getLogger(__name__)
 
@@ -207,8 +213,6 @@ def evaluate(
 
     lik = likelihood or {}
     if lik.get("enabled", False):
-        from mmvi.evaluation.likelihood import likelihood_metrics
-
         lik_args = {k: v for k, v in lik.items() if k != "enabled"}
         metrics.attempt(
             "cond_nll/* nll*", lambda: likelihood_metrics(model, dm.splits["test"].modalities, **lik_args)
@@ -256,3 +260,99 @@ def evaluate(
             artefacts["generation"] = str(path)
     metrics["eval/seconds"] = time.perf_counter() - t0
     return metrics, artefacts
+
+
+evaluate.constraints = {
+    "inference": Options(INFERENCE_MODES),
+    "mf_steps": INT1,
+    "mf_tol": Interval(0, allow_none=True),
+    "batch_size": INT1,
+    "n_generation": INT0,
+    "classifier": Settings(
+        {
+            "Cs": NumberList(POSITIVE),
+            "max_extensions": INT0,
+            "refit": Options(REFITS),
+            "max_train": Interval(1, integer=True, allow_none=True),
+        },
+        allow_none=True,
+    ),
+    "likelihood": Settings({"enabled": Flag(), **likelihood_metrics.constraints}, allow_none=True),
+    "retrieval": Settings(
+        {"enabled": Flag(), "k": INT1, "n_figure_queries": INT0, "figure_k": INT1}, allow_none=True
+    ),
+}
+
+
+def check_protocol_data(
+    dm: MultimodalDataModule, model, classifier: Mapping | None = None, retrieval: Mapping | None = None, **_
+) -> None:
+    """What the protocol's settings need of the data, checked before training.
+
+    Raises:
+        ConfigError: a probe training subset (``classifier.max_train``) that holds fewer than two
+            classes, or a retrieval ``k`` larger than the database (the test split less the query).
+    """
+    labels = dm.splits["train"].labels
+    if labels.shape[1] == 0:
+        return  # no labels: the label-based measures are skipped
+    max_train = (classifier or {}).get("max_train")
+    if dm.single_label:
+        classes = labels.argmax(1)
+        kept = classes if max_train is None else classes[: int(max_train)]
+        if int(kept.unique().numel()) < 2:
+            other = (classes != classes[0]).nonzero()
+            where = "the train split" if max_train is None else f"evaluation.classifier.max_train={max_train}"
+            fix = (
+                f"allowed: an integer >= {int(other[0]) + 1} (or null: the whole train split)"
+                if len(other)
+                else "use data with two classes or more"
+            )
+            raise ConfigError(
+                f"{where} keeps {len(kept)} training example(s) of one class; the linear probe needs "
+                f"two classes at least; {fix}"
+            )
+    ret = retrieval or {}
+    n_test = len(dm.splits["test"])
+    if ret.get("enabled", False) and int(ret.get("k", 50)) > n_test - 1:
+        raise ConfigError(
+            f"evaluation.retrieval.k={ret['k']} is larger than the retrieval database ({n_test - 1} test "
+            f"items besides each query); allowed: an integer in [1, {n_test - 1}]"
+        )
+
+
+evaluate.check_data = check_protocol_data
+
+
+def protocol_metric_names(
+    dm: MultimodalDataModule,
+    model,
+    likelihood: Mapping | None = None,
+    retrieval: Mapping | None = None,
+    **_,
+) -> set[str]:
+    """The names of the measures :func:`evaluate` reports for this data and model (a measure whose
+    computation fails is recorded as missing instead)."""
+    queries = query_types(model)
+    names = {"eval/mf_steps", "eval/seconds"}
+    names |= {f"cond_ce/{m}_given_{_rest_name(model, m)}" for m in model.names}
+    labelled = dm.splits["train"].labels.shape[1] > 0
+    if labelled:
+        names |= {"classify/C", "classify/C_at_bound"}
+        if dm.single_label:
+            names |= {f"classify/err_{q}" for q in queries}
+        else:
+            names |= {f"classify/{kind}_{q}" for kind in ("map", "precision_at_50") for q in queries}
+    lik = likelihood or {}
+    if lik.get("enabled", False):
+        cond = [f"cond_nll/{m}_given_rest" for m in model.names] + ["cond_nll/vi"]
+        cond += ["nll"] if lik.get("joint", True) else []
+        names |= {*cond, *(f"{n}_stderr" for n in cond)}
+    ret = retrieval or {}
+    if ret.get("enabled", False) and labelled:
+        k = int(ret.get("k", 50))
+        names |= {f"retrieval/{kind}_{q}" for kind in ("map", f"precision_at_{k}") for q in queries}
+    return names
+
+
+evaluate.metric_names = protocol_metric_names

@@ -23,18 +23,16 @@ import torch
 from hydra.utils import instantiate
 from torch import Tensor
 
+from mmvi.constraints import INT0, NON_NEGATIVE, POSITIVE, Flag, Interval, Options, Settings, check_arguments
+from mmvi.errors import NonFiniteError
 from mmvi.evaluation.condce import conditional_cross_entropy
-from mmvi.fingerprint import CHECKPOINT_KEY
 from mmvi.models.mrbm import MultimodalRBM
 from mmvi.objectives.base import Objective
+from mmvi.run_folder import CHECKPOINT_KEY
 
 log = logging.getLogger(__name__)
 
 NONFINITE_POLICIES = ("backoff", "stop")
-
-
-class NonFiniteError(RuntimeError):
-    """Training produced NaN/inf and the policy says stop."""
 
 
 def select_rank_state(checkpoint: dict, rank: int) -> None:
@@ -64,6 +62,30 @@ class MultimodalLitModule(pl.LightningModule):
             resumed from an end-of-epoch checkpoint draws the same samples as an uninterrupted one.
     """
 
+    constraints = {
+        "optim": Settings(
+            {
+                "lr": POSITIVE,
+                "lr_decay": NON_NEGATIVE,
+                "momentum_initial": Interval(0, 1, closed="left"),
+                "momentum": Interval(0, 1, closed="left"),
+                "momentum_switch_epoch": INT0,
+                "momentum_dampening": Flag(),
+                "weight_decay": NON_NEGATIVE,
+            }
+        ),
+        "nonfinite": Settings(
+            {
+                "policy": Options(NONFINITE_POLICIES),
+                "backoff": Interval(0, 1, closed="neither"),
+                "max_consecutive": INT0,
+            },
+            allow_none=True,
+        ),
+        "seed": Interval(0, 2**32, closed="left", integer=True),
+        "compile": Flag(),
+    }
+
     def __init__(
         self,
         model: Mapping,
@@ -80,19 +102,14 @@ class MultimodalLitModule(pl.LightningModule):
         self.model: MultimodalRBM = instantiate(dict(model), _convert_="all")
         self.objective: Objective = instantiate(dict(objective), _convert_="all")
         self.objective.setup(self.model)
+        check_arguments(self, optim=optim, nonfinite=nonfinite, seed=seed, compile=compile)
         self.optim = dict(optim)
-        if self.optim["lr"] <= 0:
-            raise ValueError(f"optim.lr must be positive, got {self.optim['lr']}")
         self.nonfinite = {
             "policy": "backoff",
             "backoff": 0.95,
             "max_consecutive": 50,
             **dict(nonfinite or {}),
         }
-        if self.nonfinite["policy"] not in NONFINITE_POLICIES:
-            raise ValueError(
-                f"nonfinite.policy must be one of {NONFINITE_POLICIES}, got {self.nonfinite['policy']!r}"
-            )
         self.val_mf_steps = int(val_mf_steps or self.objective.native_inference_steps)
         self.seed = int(seed)
         # the compiled wrapper shares the objective's parameters and buffers (not registered twice)

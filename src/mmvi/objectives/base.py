@@ -24,6 +24,7 @@ from collections.abc import Mapping, Sequence
 import torch
 from torch import Tensor, nn
 
+from mmvi.constraints import NON_NEGATIVE, Flag, Interval, Options, check_arguments
 from mmvi.models.mrbm import MultimodalRBM
 from mmvi.models.units import bernoulli
 
@@ -57,6 +58,13 @@ class Objective(nn.Module, ABC):
         binarize_data: train on a fresh Bernoulli draw of each batch's Bernoulli modalities.
     """
 
+    constraints = {
+        "sparsity_weight": NON_NEGATIVE,
+        "sparsity_target": Interval(0, 1, closed="neither"),
+        "sparsity_form": Options(SPARSITY_FORMS),
+        "binarize_data": Flag(),
+    }
+
     def __init__(
         self,
         sparsity_weight: float = 0.0,
@@ -65,14 +73,13 @@ class Objective(nn.Module, ABC):
         binarize_data: bool = False,
     ) -> None:
         super().__init__()
-        if sparsity_weight < 0:
-            raise ValueError(f"objective.sparsity_weight must be >= 0, got {sparsity_weight}")
-        if not 0.0 < sparsity_target < 1.0:
-            raise ValueError(f"objective.sparsity_target must be in (0, 1), got {sparsity_target}")
-        if sparsity_form not in SPARSITY_FORMS:
-            raise ValueError(
-                f"objective.sparsity_form={sparsity_form!r}; allowed: {', '.join(SPARSITY_FORMS)}"
-            )
+        check_arguments(
+            self,
+            sparsity_weight=sparsity_weight,
+            sparsity_target=sparsity_target,
+            sparsity_form=sparsity_form,
+            binarize_data=binarize_data,
+        )
         self.sparsity_weight = float(sparsity_weight)
         self.sparsity_target = float(sparsity_target)
         self.sparsity_form = sparsity_form

@@ -22,6 +22,7 @@ from collections.abc import Mapping
 import torch
 from torch import Tensor
 
+from mmvi.constraints import INT0, INT1, PROBABILITY, Interval, NameList, check_arguments
 from mmvi.models.mrbm import MultimodalRBM
 from mmvi.models.units import bernoulli, observe
 from mmvi.objectives.base import Hidden, Objective
@@ -40,10 +41,11 @@ def _directions(model: MultimodalRBM, only: list[str] | None) -> list[str]:
 class ConditionalCD(Objective):
     """Conditional CD-k: estimates −∇ log P(v_m | v_rest) for each direction m."""
 
+    constraints = {"k": INT1, "directions": NameList(allow_none=True, what="modalities")}
+
     def __init__(self, k: int = 1, directions: list[str] | None = None, **kwargs) -> None:
         super().__init__(**kwargs)
-        if k < 1:
-            raise ValueError(f"objective.k must be >= 1, got {k}")
+        check_arguments(self, k=k, directions=directions)
         self.k = int(k)
         self.directions = directions
 
@@ -65,10 +67,11 @@ class ConditionalCD(Objective):
 class CDPercLoss(Objective):
     """CD-PercLoss (the paper's MinVI sampler): lowest-free-energy negative along a clamped chain."""
 
+    constraints = {"k": INT1, "directions": NameList(allow_none=True, what="modalities")}
+
     def __init__(self, k: int = 10, directions: list[str] | None = None, **kwargs) -> None:
         super().__init__(**kwargs)
-        if k < 1:
-            raise ValueError(f"objective.k must be >= 1, got {k}")
+        check_arguments(self, k=k, directions=directions)
         self.k = int(k)
         self.directions = directions
 
@@ -124,6 +127,16 @@ class MultiPrediction(Objective):
             (PAPER.md §2; null: no clamp).
     """
 
+    constraints = {
+        "mask_rate": PROBABILITY,
+        "mf_steps": INT1,
+        "bptt_steps": INT1,
+        "grow_every": INT0,
+        "directions": NameList(allow_none=True, what="modalities"),
+        "p_modality": Interval(0, 1, closed="left"),
+        "hidden_clamp": Interval(0, 0.5, closed="left", allow_none=True),
+    }
+
     def __init__(
         self,
         mask_rate: float = 0.25,
@@ -136,16 +149,16 @@ class MultiPrediction(Objective):
         **kwargs,
     ) -> None:
         super().__init__(**kwargs)
-        if not 0.0 <= mask_rate <= 1.0:
-            raise ValueError(f"objective.mask_rate must be in [0, 1], got {mask_rate}")
-        if not 0.0 <= p_modality < 1.0:
-            raise ValueError(f"objective.p_modality must be in [0, 1), got {p_modality}")
-        if mf_steps < 1 or bptt_steps < 1:
-            raise ValueError(f"objective.mf_steps and bptt_steps must be >= 1, got {mf_steps}, {bptt_steps}")
-        if grow_every < 0:
-            raise ValueError(f"objective.grow_every must be >= 0, got {grow_every}")
-        if hidden_clamp is not None and not 0.0 <= hidden_clamp < 0.5:
-            raise ValueError(f"objective.hidden_clamp must be in [0, 0.5) or null, got {hidden_clamp}")
+        check_arguments(
+            self,
+            mask_rate=mask_rate,
+            mf_steps=mf_steps,
+            bptt_steps=bptt_steps,
+            grow_every=grow_every,
+            directions=directions,
+            p_modality=p_modality,
+            hidden_clamp=hidden_clamp,
+        )
         self.mask_rate = float(mask_rate)
         self.mf_steps = int(mf_steps)
         self.bptt_steps = int(bptt_steps)

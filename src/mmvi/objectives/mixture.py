@@ -6,6 +6,7 @@ from collections.abc import Mapping
 
 from torch import Tensor
 
+from mmvi.constraints import PROBABILITY, check_arguments
 from mmvi.models.mrbm import MultimodalRBM
 from mmvi.objectives.base import Hidden, Objective
 
@@ -22,6 +23,8 @@ class Mixture(Objective):
         ValueError: α outside [0, 1], or a sparsity weight on the mixture itself.
     """
 
+    constraints = {"alpha": PROBABILITY}
+
     def __init__(self, minvi: Objective, nll: Objective, alpha: float = 0.5, **kwargs) -> None:
         super().__init__(**kwargs)
         if self.sparsity_weight > 0:
@@ -29,8 +32,7 @@ class Mixture(Objective):
                 "the hybrid's sparsity is set on its parts: objective.minvi.sparsity_weight and "
                 "objective.nll.sparsity_weight (objective.sparsity_weight must be 0)"
             )
-        if not 0.0 <= alpha <= 1.0:
-            raise ValueError(f"objective.alpha must be in [0, 1], got {alpha}")
+        check_arguments(self, alpha=alpha)
         self.alpha = float(alpha)
         self.minvi = minvi
         self.nll = nll

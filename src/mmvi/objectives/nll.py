@@ -23,6 +23,7 @@ from collections.abc import Mapping
 import torch
 from torch import Tensor
 
+from mmvi.constraints import INT1, Flag, Options, check_arguments
 from mmvi.models.mrbm import MultimodalRBM
 from mmvi.objectives.base import Hidden, Objective
 
@@ -40,16 +41,13 @@ class ContrastiveDivergence(Objective):
         k_schedule: ``fixed`` or ``ramp`` (module docstring).
     """
 
+    constraints = {"k": INT1, "persistent": Flag(), "n_chains": INT1, "k_schedule": Options(K_SCHEDULES)}
+
     def __init__(
         self, k: int = 1, persistent: bool = False, n_chains: int = 100, k_schedule: str = "fixed", **kwargs
     ) -> None:
         super().__init__(**kwargs)
-        if k < 1:
-            raise ValueError(f"objective.k must be >= 1, got {k}")
-        if persistent and n_chains < 1:
-            raise ValueError(f"objective.n_chains must be >= 1, got {n_chains}")
-        if k_schedule not in K_SCHEDULES:
-            raise ValueError(f"objective.k_schedule={k_schedule!r}; allowed: {', '.join(K_SCHEDULES)}")
+        check_arguments(self, k=k, persistent=persistent, n_chains=n_chains, k_schedule=k_schedule)
         self.k = int(k)
         self.persistent = bool(persistent)
         self.n_chains = int(n_chains)

@@ -21,8 +21,8 @@ install: ## create .venv and install everything (CPU torch from local wheels fir
 	$(BIN)/python -c "import torch, lightning, hydra, wandb, torchmetrics; print('torch', torch.__version__, '| lightning', lightning.__version__)"
 	@bash scripts/ensure_chromium.sh || echo "chromium not installed: the report screenshot test will be skipped"
 
-test: ## the test suite without slow tests (< 10 min on 2 cores)
-	$(BIN)/pytest -m "not slow" -q
+test: ## the test suite without slow tests, on every core (<= 5 min on 2 cores); prints the 10 slowest
+	$(BIN)/pytest -m "not slow" -q -n auto --dist worksteal --durations=10
 
 test-full: ## every test, slow ones included
 	$(BIN)/pytest -q
@@ -30,9 +30,10 @@ test-full: ## every test, slow ones included
 train: ## main job on the embedded default data (mnist5k, MinVI-MP), offline
 	$(BIN)/python -m mmvi.train
 
-lint: ## ruff lint + format check
+lint: ## ruff lint + format check + the import contract (layers, no circles)
 	$(BIN)/ruff check src tests scripts
 	$(BIN)/ruff format --check src tests scripts
+	$(BIN)/lint-imports
 
 format: ## ruff format + autofix
 	$(BIN)/ruff format src tests scripts

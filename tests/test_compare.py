@@ -26,7 +26,7 @@ from PIL import Image
 
 from mmvi.compare import compare, main
 from mmvi.report.curves import read_curves
-from mmvi.utils import read_results, write_results
+from mmvi.run_folder import read_results, write_results
 
 REPO = Path(__file__).resolve().parents[1]
 CONF = REPO / "conf"

@@ -17,9 +17,9 @@ import torch
 from hydra.utils import instantiate
 
 from helpers import compose_job
-from mmvi.config_check import ConfigError
 from mmvi.data.arrays import ArrayFiles
-from mmvi.data.base import DataError, load_data_state
+from mmvi.data.base import load_data_state
+from mmvi.errors import ConfigError, DataError
 from mmvi.lit.module import MultimodalLitModule
 
 

@@ -15,8 +15,9 @@ from hydra.utils import instantiate
 
 from helpers import compose_job
 from mmvi.data.arrays import ArrayFiles
-from mmvi.data.base import DataError, MultimodalDataModule, Split, unit_type_problem
+from mmvi.data.base import MultimodalDataModule, Split, unit_type_problem
 from mmvi.deep.stages import SplitsDataModule
+from mmvi.errors import DataError
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 

@@ -15,9 +15,9 @@ import torch
 from hydra.utils import instantiate
 
 from helpers import compose_job
-from mmvi.data.base import DataError
 from mmvi.data.idx import IDXImages, ImageCut
 from mmvi.data.mnist import MNIST_SHA256
+from mmvi.errors import DataError
 
 
 def _idx_bytes(array: np.ndarray) -> bytes:

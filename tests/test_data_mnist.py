@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 import torch
 
-from mmvi.data.base import DataError
 from mmvi.data.mnist import MNIST5kHalves, MNISTHalves, join_halves, split_halves
+from mmvi.errors import DataError
 
 
 @pytest.fixture(scope="module")

@@ -15,7 +15,6 @@ import scipy.io
 import torch
 
 from mmvi.data import mirflickr as mf
-from mmvi.data.base import DataError
 from mmvi.data.image_features import (
     FeatureParams,
     colour_histogram,
@@ -28,6 +27,7 @@ from mmvi.data.image_features import (
 from mmvi.data.mfeat import UCIMultiFeature
 from mmvi.data.mirflickr import MIR_LABELS, MIRFlickr
 from mmvi.data.wikipedia import WIKI_SHA256, WikipediaXModal
+from mmvi.errors import DataError
 
 TAR = "mirflickr_im1-1000_thumbs.tar"
 

@@ -12,8 +12,8 @@ import pytest
 import torch
 
 from helpers import all_binary, compose_job
-from mmvi.config_check import ConfigError
 from mmvi.deep.dbm import DBMLikelihood
+from mmvi.errors import ConfigError
 from mmvi.models.dbm import JOINT, MultimodalDBM, PretrainRBM
 
 # three modalities, pathways of 2, 1 and 0 layers (visibles at both parities), every unit type

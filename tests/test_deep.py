@@ -13,8 +13,8 @@ from hydra.utils import instantiate
 from omegaconf import OmegaConf
 
 from helpers import assert_gradient_matches_finite_differences, compose_job
-from mmvi.config_check import ConfigError
 from mmvi.deep.finetune import RecurrentPrediction
+from mmvi.errors import ConfigError
 from mmvi.models import MultimodalRBM
 from mmvi.models.deep import MDRNN
 

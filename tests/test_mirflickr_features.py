@@ -14,8 +14,8 @@ import scipy.sparse as sp
 import torch
 
 from mmvi.data import mirflickr as mf
-from mmvi.data.base import DataError
 from mmvi.data.mirflickr import IMAGE_DIM, TEXT_DIM, MIRFlickr
+from mmvi.errors import DataError
 
 LAB_SHARDS = ["combined-00001-of-00100.npy", "combined-00002-of-00100.npy", "combined-00003_0-of-00100.npy"]
 UNL_SHARDS = {"combined-00003_1-of-00100.npy": 7, "combined-00004-of-00100.npy": 5}

@@ -14,7 +14,7 @@ import pandas as pd
 from helpers import compose_job
 from mmvi.compare import compare
 from mmvi.report.curves import read_curves
-from mmvi.utils import write_results
+from mmvi.run_folder import write_results
 
 # the fields of a training run's results.json (mmvi.train)
 TRAIN_FIELDS = {"artefacts", "choices", "config", "duration_s", "metrics", "overrides", "run_dir", "status"}

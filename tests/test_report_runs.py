@@ -17,7 +17,7 @@ from mmvi.report.curves import read_curves
 from mmvi.report.plots import stopped_early
 from mmvi.report.tables import aggregate, running_table
 from mmvi.report.watch import SweepState, expected_jobs, has_ended, scan
-from mmvi.utils import write_results
+from mmvi.run_folder import write_results
 
 CHOICES = {"data": "mnist5k", "model": "mrbm", "objective": "minvi_mp", "experiment": None}
 # the command line every run below claims to have run (the labels)

@@ -20,9 +20,10 @@ import torch
 
 import mmvi
 from helpers import SMALL_RUN, compose_job
-from mmvi.config_check import ConfigError, check_evaluation_data
+from mmvi.config_check import check_evaluation_data
+from mmvi.errors import ConfigError
 from mmvi.fingerprint import digest
-from mmvi.utils import read_results
+from mmvi.run_folder import read_results
 from test_train_cli import run_cli
 
 SMALL = SMALL_RUN

@@ -17,7 +17,8 @@ import torch
 from mmvi.evaluation.condce import CLIP, bernoulli_cross_entropy, conditional_cross_entropy
 from mmvi.models.mrbm import MultimodalRBM
 from mmvi.objectives import MultiPrediction
-from mmvi.utils import Measures, RunRecord
+from mmvi.run_folder import RunRecord
+from mmvi.utils import Measures
 from test_train_cli import run_cli
 
 

@@ -22,10 +22,10 @@ from mmvi.config_check import validate_config
 from mmvi.data.table import CyclingEpochSampler, TableSamples
 from mmvi.models.mrbm import MultimodalRBM
 from mmvi.objectives import Objective
+from mmvi.run_folder import write_results
 from mmvi.theory import MEASURE_KEYS, binary_states, make_data_table, rbm_joint_table, state_index
 from mmvi.theory.experiment import evaluate_theorem21
 from mmvi.theory.report import Theorem21ReportCallback, main, report
-from mmvi.utils import write_results
 
 REPO = Path(__file__).resolve().parents[1]
 MODALITIES = {"x": {"size": 4, "units": "bernoulli"}, "y": {"size": 4, "units": "bernoulli"}}

@@ -358,7 +358,7 @@ def forest_plots(frame: pd.DataFrame, out_dir: Path) -> list[Plot]:
     for data, part in frame.groupby("data", sort=False):
         measures = sorted(part["metric"].unique(), key=measure_sort_key)
         heights = [0.5 + 0.32 * (part["metric"] == m).sum() for m in measures]
-        fig = Figure(figsize=(7.5, sum(heights) + 0.6 * len(measures)))
+        fig = Figure(figsize=(7.5, sum(heights) + 0.45 * len(measures)), layout="constrained")
         axes = fig.subplots(len(measures), 1, squeeze=False, gridspec_kw={"height_ratios": heights})[:, 0]
         for ax, m in zip(axes, measures):
             rows = part[part["metric"] == m].reset_index(drop=True)

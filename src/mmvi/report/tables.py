@@ -86,6 +86,7 @@ def measure_label(name: str) -> str:
     patterns = (
         (r"classify/err_multimodal", "error, all modalities (%)"),
         (r"classify/err_no_(.+)", r"error, all but \1 (%)"),
+        (r"classify/err_one_half", "error, one modality (mean of the single-modality errors) (%)"),
         (r"classify/err_(.+)", r"error, \1 only (%)"),
         (r"classify/map_multimodal", "probe mAP, all modalities"),
         (r"classify/map_no_(.+)", r"probe mAP, all but \1"),

@@ -373,7 +373,7 @@ def test_swept_numeric_axis_gives_line_plots_and_claims(tmp_path):
                 objective,
                 seed,
                 [],
-                {"classify/err_multimodal": 5 + rng.random(), **errs},
+                {"classify/err_multimodal": 5 + 0.1 * rng.random(), **errs},
             )
             job += 1
     for alpha in (0, 0.5, 1):

@@ -14,6 +14,14 @@ folder: ``table.csv``, ``table.md``, ``runs.csv``, ``skipped.csv``, ``paper.md``
 ``plots/*.png``, ``plots/curves/*.png`` (learning curves from each run's per-epoch log) and
 ``index.html``; paths in them are relative to the report folder.
 
+Paired comparisons (``paired.md``, ``paired.csv``, ``plots/forest_<data>.png``): within each data
+set × model, every MinVI configuration against every NLL configuration (and, with ``--baseline
+key=value``, every configuration against those with that setting) on every measure both have:
+the difference, its 95 % interval over seeds and test items (per-item ``records.parquet``; Welch
+over seeds without them), p, p corrected over all the report's comparisons (``--correction
+holm|fdr_bh``), the effect size d_z. The Table 1 claim check uses these intervals. Runs whose
+``results.json`` records a divergence are listed apart and left out (``--include-diverged``: kept, marked).
+
 ``--watch SECONDS`` rewrites the report whenever a run folder changes (a new epoch, a run
 finished or failed) until every run has ended; meanwhile the page lists the running runs in
 their own table and reloads itself.
@@ -30,11 +38,22 @@ from pathlib import Path
 
 from mmvi.report.collect import Collection, Skipped, collect_folders
 from mmvi.report.html import Page, render
+from mmvi.report.paired import (
+    BaselineError,
+    Pairing,
+    comparison_pairs,
+    forest_plots,
+    method_note,
+    paired_frame,
+    paired_table,
+)
 from mmvi.report.paper import CLAIM, LITERATURE_NOTE, check_claims, claims_table, mirflickr_table
 from mmvi.report.plots import Plot, make_curve_plots, make_plots
+from mmvi.report.stats import CORRECTIONS, N_BOOT
 from mmvi.report.tables import (
     Aggregate,
     aggregate,
+    diverged_table,
     mark_missing,
     measure_tables,
     missing_table,
@@ -69,9 +88,11 @@ def write_csv(frame, path: Path) -> None:
 def claim_note(tol_pp: float) -> str:
     return (
         f"Table 1's finding: “{CLAIM}”. Each objective is represented by its best configuration "
-        "(lowest one-half error = mean of the single-modality errors). Tolerance: "
-        f"max({tol_pp:g} percentage point, 2 standard errors); 'much lower' = lower by more than it, "
-        "'about equal with both halves' = MinVI not worse than NLL by more than it. "
+        "(lowest one-half error = mean of the single-modality errors). Each part is decided by the 95 % "
+        "interval of the paired difference over seeds and test items (uncorrected; see Paired comparisons): "
+        f"'much lower' = the interval of MinVI − NLL lies below −{tol_pp:g} percentage point, "
+        f"'about equal with both halves' = its upper end is at most {tol_pp:g}, 'MP above all' = minvi_mp's "
+        "interval against every other objective lies below 0. "
         f"MIR-Flickr figures: {LITERATURE_NOTE}."
     )
 
@@ -82,15 +103,23 @@ def compare(
     collection: Collection | None = None,
     tol_pp: float = 1.0,
     refresh: int | None = None,
+    baselines: list[tuple[str, str]] = (),
+    correction: str = "holm",
+    include_diverged: bool = False,
+    n_boot: int = N_BOOT,
 ) -> Report:
     """Collect (or take) the runs, write every table, plot and ``index.html``; return the report.
 
     ``refresh`` (seconds): the sweep is still running; runs with status ``running`` go into a
     table of their own (not the skipped list) and the page reloads itself every ``refresh``
     seconds. Without it they are listed as skipped (crashed or unfinished).
+
+    ``baselines``: ``(key, value)`` pairs naming baseline configurations to compare every other one
+    with; ``correction``: ``holm`` or ``fdr_bh``; ``include_diverged``: diverged runs are averaged in
+    (marked) instead of left out. Raises :class:`BaselineError` for a baseline that matches nothing.
     """
     if collection is None:
-        collection = collect_folders(folders)
+        collection = collect_folders(folders, include_diverged=include_diverged)
     if out is None:
         if not folders:
             raise ValueError("no folder to put the report in: pass --out")
@@ -105,20 +134,32 @@ def compare(
     missing = missing_table(collection.runs, out_dir)
     skipped = skipped_table(skipped_runs, out_dir)
     running = running_table(collection.running, collection.runs, out_dir) if live else None
-    claims, errors = check_claims(agg, tol_pp)
+    pairing = Pairing(agg, collection.runs, n_boot=n_boot)
+    paired = paired_frame(pairing, comparison_pairs(pairing, list(baselines)), correction)
+    paired_text = paired_table(paired, correction)
+    diverged = diverged_table(collection.diverged, include_diverged, out_dir)
+    claims, errors = check_claims(agg, tol_pp, pairing)
     mirflickr = mirflickr_table(agg)
     plots = make_plots(agg, out_dir)
     plots += make_curve_plots(agg, collection.runs, collection.running if live else [], out_dir)
+    plots += forest_plots(paired, out_dir)
 
     write_csv(agg.table, out_dir / "table.csv")
     write_csv(agg.runs, out_dir / "runs.csv")
     write_csv(skipped_frame(skipped_runs, out_dir), out_dir / "skipped.csv")
+    write_csv(paired, out_dir / "paired.csv")
+    note = method_note(correction, n_boot).format(n=len(paired))
+    write_text_atomic(
+        out_dir / "paired.md", "# Paired comparisons\n\n" + note + "\n\n" + to_markdown(paired_text)
+    )
     header = summary_lines(collection, out_dir, live)
     markdown = "\n".join(to_markdown(t) for t in tables) if tables else "No completed runs.\n"
     intro = "# Comparison\n\n" + "".join(f"{line}  \n" for line in header) + "\n"
     extra = to_markdown(running) + "\n" if running is not None else ""
     if missing.rows:
         extra += to_markdown(missing) + "\n"
+    if diverged.rows:
+        extra += to_markdown(diverged) + "\n"
     write_text_atomic(out_dir / "table.md", intro + markdown + "\n" + extra + to_markdown(skipped))
     paper_md = "# The paper beside ours\n\n" + claim_note(tol_pp) + "\n\n"
     paper_md += "\n".join(to_markdown(t) for t in (claims_table(claims), errors, mirflickr))
@@ -133,11 +174,15 @@ def compare(
         errors=errors,
         mirflickr=mirflickr,
         plots=plots,
-        links=["table.md", "table.csv", "runs.csv", "skipped.csv", "paper.md"],
+        links=["table.md", "table.csv", "runs.csv", "skipped.csv", "paired.md", "paired.csv", "paper.md"],
         claim_note=claim_note(tol_pp),
         running=running,
         refresh=max(1, int(round(refresh))) if live else None,
         missing=missing,
+        paired=paired_text,
+        paired_note=note,
+        diverged=diverged,
+        diverged_included=include_diverged,
     )
     write_text_atomic(out_dir / "index.html", render(page))
     return Report(out_dir, collection, agg, plots, markdown)
@@ -183,6 +228,25 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--timeout", type=float, default=15.0, help="with --wandb: network timeout, seconds")
     parser.add_argument("--tol", type=float, default=1.0, help="claim check tolerance, percentage points")
     parser.add_argument(
+        "--baseline",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="also compare every configuration with those having KEY=VALUE (a choice or a setting, "
+        "e.g. objective=nll_pcd); repeatable",
+    )
+    parser.add_argument(
+        "--correction",
+        choices=CORRECTIONS,
+        default="holm",
+        help="multiple-comparison correction over all paired comparisons (default: holm)",
+    )
+    parser.add_argument(
+        "--include-diverged",
+        action="store_true",
+        help="average runs that recorded a divergence into the tables, curves and claims (marked)",
+    )
+    parser.add_argument(
         "--watch",
         type=float,
         metavar="SECONDS",
@@ -197,6 +261,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         help="with --watch: stop when nothing changed for this long (a killed run stays 'running')",
     )
     args = parser.parse_args(argv)
+    baselines = []
+    for item in args.baseline:
+        key, sep, value = item.partition("=")
+        if not sep or not key or not value:
+            parser.error(f"--baseline takes KEY=VALUE (e.g. objective=nll_pcd), got {item!r}")
+        baselines.append((key.strip(), value.strip()))
+    args.baseline = baselines
     if not args.folders and not args.wandb:
         parser.error("give at least one folder, or --wandb entity/project")
     if args.watch is not None:
@@ -220,7 +291,7 @@ def follow(args: argparse.Namespace) -> int:
 
     def write(live: bool) -> None:
         refresh = args.watch if live else None
-        reports.append(compare(args.folders, args.out, tol_pp=args.tol, refresh=refresh))
+        reports.append(compare(args.folders, args.out, tol_pp=args.tol, refresh=refresh, **options(args)))
         reports[:] = reports[-1:]
 
     out = Path(args.out) if args.out else Path(args.folders[0]) / "report"
@@ -230,12 +301,25 @@ def follow(args: argparse.Namespace) -> int:
     return 0 if reports[-1].collection.runs else 1
 
 
+def options(args: argparse.Namespace) -> dict:
+    """The paired-comparison options of the command line, as :func:`compare` takes them."""
+    return {
+        "baselines": args.baseline,
+        "correction": args.correction,
+        "include_diverged": args.include_diverged,
+    }
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     if args.watch is not None:
         return follow(args)
     try:
-        collection = collect_folders(args.folders) if args.folders else Collection(sources=[])
+        collection = (
+            collect_folders(args.folders, include_diverged=args.include_diverged)
+            if args.folders
+            else Collection(sources=[])
+        )
         if args.wandb:
             from mmvi.report.wandb_source import WandbUnavailable, collect_wandb
 
@@ -245,8 +329,8 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"error: {exc}", file=sys.stderr)
                 return 2
         out = args.out or (None if args.folders else Path("reports") / args.wandb.replace("/", "-"))
-        report = compare(args.folders, out, collection=collection, tol_pp=args.tol)
-    except FileNotFoundError as exc:
+        report = compare(args.folders, out, collection=collection, tol_pp=args.tol, **options(args))
+    except (FileNotFoundError, BaselineError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     print_console(report)

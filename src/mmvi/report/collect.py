@@ -7,6 +7,13 @@ report lists it and never averages it in. Runs whose status is ``running`` are a
 :class:`Run` objects in :attr:`Collection.running` (a report that follows a running sweep shows
 them in their own table).
 
+A run whose ``results.json`` holds a ``divergence`` record (training ran away: epoch, measure,
+value, best, rule, action) is *diverged*. A completed diverged run (action ``warn`` or
+``backoff``) is kept apart in :attr:`Collection.diverged` and never averaged, unless the report
+is asked to include it (``include_diverged``: then it is also among the runs, marked by its
+``divergence``); a failed one (action ``stop``) is skipped like any failed run and also listed
+among the diverged.
+
 A run's *configuration* is what it actually ran: its Hydra choices (data, model, objective,
 experiment) and its recorded result-defining settings (``fingerprint.settings`` of the
 ``results.json``, else :func:`mmvi.fingerprint.result_settings` of its recorded ``config``) minus
@@ -65,6 +72,7 @@ class Run:
     updated: float | None = None
     root: str = ""
     missing: dict[str, str] = field(default_factory=dict)
+    divergence: dict[str, Any] | None = None
 
     @property
     def folder(self) -> Path:
@@ -90,12 +98,14 @@ class Collection:
     runs: list[Run] = field(default_factory=list)
     skipped: list[Skipped] = field(default_factory=list)
     running: list[Run] = field(default_factory=list)
+    diverged: list[Run] = field(default_factory=list)
 
     def extend(self, other: Collection) -> None:
         self.sources += other.sources
         self.runs += other.runs
         self.skipped += other.skipped
         self.running += other.running
+        self.diverged += other.diverged
 
 
 def parse_overrides(overrides: list[str] | None) -> dict[str, str]:
@@ -221,6 +231,7 @@ def make_run(res: Mapping[str, Any], source: str, status: str, metrics: dict[str
         status=status,
         fold=_int(data.get("fold")),
         missing={str(k): str(v) for k, v in (res.get("missing_metrics") or {}).items()},
+        divergence=dict(res["divergence"]) if isinstance(res.get("divergence"), Mapping) else None,
     )
 
 
@@ -256,10 +267,11 @@ def modified(folder: Path, curves: Curves | None) -> float:
     return max((p.stat().st_mtime for p in paths if p.exists()), default=0.0)
 
 
-def collect_folders(folders: list[str | Path]) -> Collection:
+def collect_folders(folders: list[str | Path], include_diverged: bool = False) -> Collection:
     """Read the runs under each folder; a missing folder is an error, a folder twice is read once,
     and a completed run with the fingerprint of one already read (the same settings, data and
-    seed, e.g. a copied folder) is listed as a duplicate and counted once."""
+    seed, e.g. a copied folder) is listed as a duplicate and counted once. Diverged runs go to
+    :attr:`Collection.diverged` (completed ones also to the runs with ``include_diverged``)."""
     out = Collection(sources=[str(f) for f in folders])
     seen: set[Path] = set()
     digests: dict[str, str] = {}
@@ -283,6 +295,10 @@ def collect_folders(folders: list[str | Path]) -> Collection:
             if isinstance(item, Skipped):
                 item.root = str(folder)
                 out.skipped.append(item)
+                if isinstance(res.get("divergence"), Mapping):
+                    gone = make_run(res, str(path), item.status, finite_numbers(res.get("metrics")))
+                    gone.root = str(folder)
+                    out.diverged.append(gone)
                 if item.status != "running":
                     continue
                 item = make_run(res, str(path), "running", finite_numbers(res.get("metrics")))
@@ -302,6 +318,11 @@ def collect_folders(folders: list[str | Path]) -> Collection:
                     continue
                 if digest:
                     digests[digest] = str(path)
+                if item.divergence is not None:
+                    out.diverged.append(item)
+                    if not include_diverged:
+                        item.root = str(folder)
+                        continue
                 out.runs.append(item)
             item.root = str(folder)
             item.curves = read_curves(path.parent)

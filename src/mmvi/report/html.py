@@ -54,6 +54,10 @@ class Page:
     running: TextTable | None = None
     refresh: int | None = None
     missing: TextTable | None = None
+    paired: TextTable | None = None
+    paired_note: str = ""
+    diverged: TextTable | None = None
+    diverged_included: bool = False
 
 
 def looks_numeric(text: str) -> bool:
@@ -84,7 +88,10 @@ def html_table(table: TextTable, table_id: str = "", level: int = 3) -> str:
 
 
 def figure(plot: Plot) -> str:
-    caption = plot.measure if plot.kind in ("bar", "curve") else f"{plot.measure} vs {plot.axis}"
+    if plot.kind == "forest":
+        caption = f"{plot.measure}: paired differences A − B with their intervals"
+    else:
+        caption = plot.measure if plot.kind in ("bar", "curve") else f"{plot.measure} vs {plot.axis}"
     kind = f' class="{plot.kind}"'
     return (
         f'<figure{kind}><img src="{escape(plot.path)}" alt="{escape(caption)}" loading="eager">'
@@ -138,6 +145,27 @@ def render(page: Page) -> str:
             "reason each run recorded; their cells above read <em>missing</em>.</p>\n"
             + html_table(replace(page.missing, title=""), "missing")
         )
+    paired = ""
+    if page.paired is not None:
+        forests = "".join(figure(p) for p in page.plots if p.kind == "forest")
+        paired = (
+            '<h2 id="paired">Paired comparisons</h2>\n'
+            f'<p class="note">{escape(page.paired_note)}</p>\n'
+            + html_table(replace(page.paired, title=""), "paired")
+            + (f'<div class="plots">{forests}</div>\n' if forests else "")
+        )
+    diverged = ""
+    if page.diverged is not None and page.diverged.rows:
+        how = (
+            "averaged in as asked (--include-diverged): their rows say how many of their runs diverged"
+            if page.diverged_included
+            else "left out of every row, curve mean, paired comparison and claim (--include-diverged keeps them, marked)"
+        )
+        diverged = (
+            '<h2 id="diverged">Diverged runs</h2>\n'
+            f'<p class="note">Runs whose training ran away (recorded in their results.json); {escape(how)}.</p>\n'
+            + html_table(replace(page.diverged, title=""), "diverged")
+        )
     return f"""<!DOCTYPE html>
 <html lang="en">
 <head>
@@ -151,7 +179,7 @@ def render(page: Page) -> str:
 <p class="note">Files: {links}</p>
 <h2>Results: mean ± std over seeds</h2>
 {results or '<p class="note">no completed runs</p>'}
-{running}
+{paired}{diverged}{running}
 {missing}<h2>Skipped runs</h2>
 <p class="note">Runs that did not complete (failed, crashed or still running, unreadable) are listed here and
 never enter the averages.</p>

@@ -6,8 +6,14 @@ objective is represented by its best configuration (lowest one-half error, when 
 several); the one-half error of a run is the mean of its single-modality errors (left, right).
 "Much lower" means lower by more than the tolerance; "about equal with both halves" means MinVI's
 both-halves error is not above NLL's by more than the tolerance (the claim is that MinVI pays
-no price there; being better passes). Tolerance: max(``tol_pp`` percentage points, 2 standard
-errors of the difference of the means over seeds).
+no price there; being better passes).
+
+With a :class:`mmvi.report.paired.Pairing` (the report's), each part is decided by the 95 % interval
+of the paired difference (seeds and test items, :mod:`mmvi.report.stats`): "much lower" holds when
+the interval of MinVI − NLL lies below −``tol_pp``; "about equal" when its upper end is at most
+``tol_pp``; "MP above all" when minvi_mp's interval against every other objective lies below 0.
+Each verdict prints the seeds per arm and the test items. Without one: the old rule, a tolerance of
+max(``tol_pp`` percentage points, 2 standard errors of the difference of the means over seeds).
 """
 
 from __future__ import annotations
@@ -101,8 +107,83 @@ def _fmt(row: pd.Series, key: str) -> str:
     return f"{row['objective']} {fmt_number(row[f'{key} mean'])}%"
 
 
+def _key(row: pd.Series, pairing) -> tuple[str, ...]:
+    return tuple(str(row[c]) for c in pairing.agg.config_columns)
+
+
+def _interval_text(res) -> str:
+    items = f"{res.n_items} items" if res.n_items else "no per-item records"
+    return (
+        f"diff {res.diff:+.2f} [{res.ci_low:+.2f}, {res.ci_high:+.2f}], "
+        f"{res.n_a}/{res.n_b} seeds, {items}; {res.method}"
+    )
+
+
+def _diverged_note(pairing, *rows: pd.Series) -> str:
+    n = sum(r.divergence is not None for row in rows for r in pairing.runs.get(_key(row, pairing), []))
+    return f" (includes {n} diverged run(s))" if n else ""
+
+
+def interval_claims(best: pd.DataFrame, scope: str, tol_pp: float, pairing) -> list[Claim]:
+    """The three parts of the claim for one data × model, decided by paired intervals."""
+    from mmvi.report.paired import ONE_HALF
+
+    minvi = best[best["family"] == "MinVI"]
+    nll = best[best["family"] == "NLL"]
+    claims: list[Claim] = []
+    lower = "MinVI gives much lower error from one half than NLL"
+    equal = "MinVI has about NLL's error with both halves (not worse by more than the tolerance)"
+    if minvi.empty or nll.empty:
+        missing = "MinVI" if minvi.empty else "NLL"
+        claims += [
+            Claim(scope, text, f"no {missing} objective with errors", NO_DATA) for text in (lower, equal)
+        ]
+    else:
+        ref = nll.loc[nll["one mean"].idxmin()]
+        for _, row in minvi.iterrows():
+            note = _diverged_note(pairing, row, ref)
+            res = pairing.compare(_key(row, pairing), _key(ref, pairing), ONE_HALF)
+            if res is None or not math.isfinite(res.ci_high):
+                claims.append(Claim(scope, f"{lower} ({row['objective']})", "no interval", NO_DATA))
+            else:
+                ours = (
+                    f"one half: {_fmt(row, 'one')} vs best NLL {_fmt(ref, 'one')}: {_interval_text(res)} "
+                    f"(need upper < −{tol_pp:g}){note}"
+                )
+                verdict = PASS if res.ci_high < -tol_pp else FAIL
+                claims.append(Claim(scope, f"{lower} ({row['objective']})", ours, verdict))
+            res = pairing.compare(_key(row, pairing), _key(ref, pairing), BOTH)
+            if res is None or not math.isfinite(res.ci_high):
+                claims.append(Claim(scope, f"{equal} ({row['objective']})", "no interval", NO_DATA))
+            else:
+                ours = (
+                    f"both halves: {_fmt(row, 'both')} vs best NLL {_fmt(ref, 'both')}: {_interval_text(res)} "
+                    f"(need upper ≤ {tol_pp:g}){note}"
+                )
+                verdict = PASS if res.ci_high <= tol_pp else FAIL
+                claims.append(Claim(scope, f"{equal} ({row['objective']})", ours, verdict))
+    above = "MP above all: minvi_mp has the lowest one-half error of the MinVI and NLL objectives"
+    pure = best[best["family"].isin(["MinVI", "NLL"])]
+    if "minvi_mp" not in set(pure["objective"]) or len(pure) < 2:
+        claims.append(Claim(scope, above, "needs minvi_mp and another MinVI or NLL objective", NO_DATA))
+        return claims
+    mp = pure[pure["objective"] == "minvi_mp"].iloc[0]
+    parts, clear = [], True
+    for _, other in pure[pure["objective"] != "minvi_mp"].iterrows():
+        res = pairing.compare(_key(mp, pairing), _key(other, pairing), ONE_HALF)
+        if res is None or not math.isfinite(res.ci_high):
+            clear = False
+            parts.append(f"vs {other['objective']}: no interval")
+            continue
+        clear &= res.ci_high < 0
+        parts.append(f"vs {other['objective']}: {_interval_text(res)}")
+    ours = "minvi_mp − other, one half: " + "; ".join(parts) + " (need every upper < 0)"
+    claims.append(Claim(scope, above, ours, PASS if clear else FAIL))
+    return claims
+
+
 def scope_claims(best: pd.DataFrame, scope: str, tol_pp: float) -> list[Claim]:
-    """The three parts of the claim for one data × model."""
+    """The three parts of the claim for one data × model (means ± standard errors, no pairing)."""
     minvi = best[best["family"] == "MinVI"]
     nll = best[best["family"] == "NLL"]
     claims: list[Claim] = []
@@ -138,8 +219,11 @@ def scope_claims(best: pd.DataFrame, scope: str, tol_pp: float) -> list[Claim]:
     return claims
 
 
-def check_claims(agg: Aggregate, tol_pp: float = 1.0) -> tuple[list[Claim], TextTable]:
-    """The claim check per data × model, and the per-objective error table it rests on."""
+def check_claims(agg: Aggregate, tol_pp: float = 1.0, pairing=None) -> tuple[list[Claim], TextTable]:
+    """The claim check per data × model, and the per-objective error table it rests on.
+
+    ``pairing`` (:class:`mmvi.report.paired.Pairing`): decide by paired intervals (module docstring).
+    """
     errors = error_summary(agg)
     headers = ["data", "model", "objective", "family", "n", "error, both halves (%)", "error, one half (%)"]
     if errors.empty:
@@ -150,7 +234,10 @@ def check_claims(agg: Aggregate, tol_pp: float = 1.0) -> tuple[list[Claim], Text
     claims = []
     scopes = best["model"].map(lambda m: DEEP_SCOPE if m in DEEP_MODELS else m)
     for (data, model), part in best.groupby([best["data"], scopes], sort=False):
-        claims += scope_claims(part, f"{data} / {model}", tol_pp)
+        if pairing is not None:
+            claims += interval_claims(part, f"{data} / {model}", tol_pp, pairing)
+        else:
+            claims += scope_claims(part, f"{data} / {model}", tol_pp)
     rows = [
         [
             str(r["data"]),

@@ -350,6 +350,8 @@ def make_curve_plots(agg: Aggregate, runs: list[Run], running: list[Run], out_di
     for name, (row, members) in zip(names, rows):
         objective = str(row["objective"])
         ranks[objective] = ranks.get(objective, -1) + 1
+        diverged = sum(r.divergence is not None for r in members)
+        name = f"{name} [incl. {diverged} diverged]" if diverged else name
         groups.append((name, objective, LINE_STYLES[ranks[objective] % len(LINE_STYLES)], members))
     live = []
     for run in running:

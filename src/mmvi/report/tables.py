@@ -41,7 +41,7 @@ FAMILIES = (
     ("Retrieval", ("retrieval/",)),
     ("Theory", ("theory/",)),
 )
-RUN_COLUMNS = ("fold", "source", "run_dir", "job_num", "duration_s")
+RUN_COLUMNS = ("fold", "source", "run_dir", "job_num", "duration_s", "diverged")
 
 
 @dataclass
@@ -86,6 +86,7 @@ def measure_label(name: str) -> str:
     patterns = (
         (r"classify/err_multimodal", "error, all modalities (%)"),
         (r"classify/err_no_(.+)", r"error, all but \1 (%)"),
+        (r"classify/err_one_half", "error, one modality (mean of the single-modality errors) (%)"),
         (r"classify/err_(.+)", r"error, \1 only (%)"),
         (r"classify/map_multimodal", "probe mAP, all modalities"),
         (r"classify/map_no_(.+)", r"probe mAP, all but \1"),
@@ -136,6 +137,7 @@ def runs_frame(collection: Collection, base: Path | None = None) -> tuple[pd.Dat
             "run_dir": shown_path(run.run_dir, base),
             "job_num": run.job_num,
             "duration_s": run.duration_s,
+            "diverged": run.divergence is not None,
         }
         for run in collection.runs
     ]
@@ -177,7 +179,9 @@ def aggregate(collection: Collection, base: Path | None = None) -> Aggregate:
     stats = grouped[measures].agg(["mean", "std", "count"])
     stats.columns = [f"{m} {s.replace('count', 'n')}" for m, s in stats.columns]
     head = grouped.agg(
-        n=("seed", "size"), seeds=("seed", lambda s: " ".join(str(int(x)) for x in sorted(s.dropna())))
+        n=("seed", "size"),
+        seeds=("seed", lambda s: " ".join(str(int(x)) for x in sorted(s.dropna()))),
+        diverged=("diverged", "sum"),
     )
     table = pd.concat([head, stats], axis=1).reset_index()
     return Aggregate(runs, table, config_columns, swept, measures)
@@ -203,6 +207,48 @@ def shown_config_columns(agg: Aggregate) -> list[str]:
     return [c for c in agg.config_columns if c == "objective" or (table[c].astype(str).str.len() > 0).any()]
 
 
+def n_text(row: pd.Series) -> str:
+    """The n of a configuration's row, with how many of its runs diverged (``--include-diverged``)."""
+    diverged = int(row.get("diverged", 0) or 0)
+    return f"{int(row['n'])} ({diverged} diverged)" if diverged else str(int(row["n"]))
+
+
+def diverged_table(runs: list[Run], included: bool, base: Path | None = None) -> TextTable:
+    """Runs whose ``results.json`` records a divergence: where, when, why, and whether they count."""
+    headers = [
+        "run",
+        "objective",
+        "seed",
+        "status",
+        "epoch",
+        "measure",
+        "value",
+        "best",
+        "rule",
+        "action",
+        "counted",
+    ]
+    rows = []
+    for run in runs:
+        d = run.divergence or {}
+        counted = "no (failed)" if run.status != "completed" else "yes, marked" if included else "no"
+        rows.append(
+            [
+                shown_path(run.source, base),
+                run.choices.get("objective", ""),
+                "" if run.seed is None else str(run.seed),
+            ]
+            + [run.status, str(d.get("epoch", ""))]
+            + [str(d.get("measure", "")), _num(d.get("value")), _num(d.get("best"))]
+            + [str(d.get("rule", "")), str(d.get("action", "")), counted]
+        )
+    return TextTable(headers, rows, "Diverged runs")
+
+
+def _num(x) -> str:
+    return fmt_number(float(x)) if isinstance(x, int | float) and not isinstance(x, bool) else str(x or "")
+
+
 def family_of(measure: str) -> str:
     for title, prefixes in FAMILIES:
         if measure.startswith(prefixes):
@@ -221,7 +267,7 @@ def measure_tables(agg: Aggregate, measures: list[str] | None = None) -> list[Te
     for title, names in families.items():
         rows = [
             [str(row[c]) for c in config]
-            + [str(int(row["n"]))]
+            + [n_text(row)]
             + [fmt_mean_std(row[f"{m} mean"], row[f"{m} std"], row[f"{m} n"], int(row["n"])) for m in names]
             for _, row in agg.table.iterrows()
         ]

@@ -54,7 +54,7 @@ OPTIM = {
     "momentum_dampening": True,
     "weight_decay": 1e-4,
 }
-# the reference code's early-epoch settings (PAPER.md §2: k_t = 1 and K_t = 1 in the first epochs), with
+# the reference code's early-epoch settings (docs/paper.md §2: k_t = 1 and K_t = 1 in the first epochs), with
 # the paper presets' data binarisation, sparsity forms and MP hidden clamp
 OBJECTIVES = {
     "pcd_k1": {

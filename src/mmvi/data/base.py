@@ -24,7 +24,7 @@ from mmvi.config_check import UNIT_NAMES
 log = logging.getLogger(__name__)
 
 SPLITS = ("train", "val", "test")
-# the visible unit types of data (DESIGN.md §2); layer types of deep pathways are not data types
+# the visible unit types of data (docs/design.md §2); layer types of deep pathways are not data types
 DATA_UNIT_TYPES = UNIT_NAMES
 # a Gaussian training split is "far from standardised" above this mean |mean| or mean |std - 1| per unit
 STANDARDISED_TOLERANCE = 0.5
@@ -302,7 +302,7 @@ class MultimodalDataModule(pl.LightningDataModule, ABC):
     def check_unit_fit(
         self, splits: Mapping[str, Split] | None = None, units: Mapping[str, str] | None = None
     ) -> None:
-        """Every split's values must fit the unit type of their modality (DESIGN.md §2).
+        """Every split's values must fit the unit type of their modality (docs/design.md §2).
 
         Per split and modality: Bernoulli values in [0, 1], replicated-softmax values non-negative
         whole counts, Gaussian values finite (:func:`unit_type_problem`); other (layer) unit types

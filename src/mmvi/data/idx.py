@@ -1,4 +1,4 @@
-"""Any image set in MNIST's IDX format, each image cut into modalities (PAPER.md §2, generalised).
+"""Any image set in MNIST's IDX format, each image cut into modalities (docs/paper.md §2, generalised).
 
 Files: the four IDX files of ``data_dir`` (``files`` names them; by default MNIST's names), each
 gzip-compressed or not (told by the content, and ``name.gz`` or ``name`` is found either way).

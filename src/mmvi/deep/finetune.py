@@ -1,4 +1,4 @@
-"""Fine-tuning the deep model as a recurrent encoder (stage (c), PAPER.md §3).
+"""Fine-tuning the deep model as a recurrent encoder (stage (c), docs/paper.md §3).
 
 Objective (:class:`RecurrentPrediction`), for each predicted modality m (``directions``; default
 every modality, each from all the others):

@@ -1,4 +1,4 @@
-"""Linear probes on representations (DESIGN §4, §6): single-label error and multi-label mAP.
+"""Linear probes on representations (docs/design.md §4, §6): single-label error and multi-label mAP.
 
 Single-label (:func:`linear_probe_error`): multinomial logistic regression (scikit-learn, lbfgs)
 on the raw representations (hidden probabilities, not standardised); C is chosen from the grid

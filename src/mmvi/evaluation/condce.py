@@ -1,4 +1,4 @@
-"""Mean-field conditional cross-entropy (DESIGN.md §6).
+"""Mean-field conditional cross-entropy (docs/design.md §6).
 
 cond_ce(m | rest) = −Σ_i [v_i log p̂_i + (1 − v_i) log(1 − p̂_i)] per example for Bernoulli units,
 with p̂ = σ(a) the mean-field prediction of modality m given the others (a = b + W ĥ, the final

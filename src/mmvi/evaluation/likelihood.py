@@ -1,4 +1,4 @@
-"""Test-set likelihoods: conditional −log P(v_m | v_rest) per modality and joint −log P(v) (DESIGN §4).
+"""Test-set likelihoods: conditional −log P(v_m | v_rest) per modality and joint −log P(v) (docs/design.md §4).
 
     log P(v_m | v_rest) = −F̂(v_m; ĉ) − log Ẑ(ĉ),   ĉ = c + Σ_{m' ≠ m} W_{m'}ᵀ v_{m'}
     log P(v)            = −F(v) − log Z

@@ -1,4 +1,4 @@
-"""Retrieval measures: mean average precision and precision@k by cosine similarity (DESIGN §4).
+"""Retrieval measures: mean average precision and precision@k by cosine similarity (docs/design.md §4).
 
 Every query is ranked against the whole database by cosine similarity of representations (float32,
 clamped to [−1, 1]); a database item is relevant when it shares at least one label with the query

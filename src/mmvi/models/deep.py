@@ -1,4 +1,4 @@
-"""Deep multimodal model (MDRNN, PAPER.md §3): modality pathways of RBM layers under one joint layer.
+"""Deep multimodal model (MDRNN, docs/paper.md §3): modality pathways of RBM layers under one joint layer.
 
 Pathway m is a stack of single-modality RBMs v_m → h_m¹ → … → h_mᴸ; the joint layer is a
 :class:`MultimodalRBM` over the pathway tops {h_mᴸ}. With tied weights, mean-field inference is

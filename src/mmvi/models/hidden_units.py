@@ -1,4 +1,4 @@
-"""Hidden unit types of an RBM layer: Bernoulli and stepped sigmoid (PAPER.md §3).
+"""Hidden unit types of an RBM layer: Bernoulli and stepped sigmoid (docs/paper.md §3).
 
 A hidden unit type answers, for the total input ``x = c + Σ_m Wₘᵀvₘ`` (shape ``(batch, H)``):
 

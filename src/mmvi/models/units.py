@@ -3,7 +3,7 @@
 Every unit type answers four questions about a modality v given its total input
 ``act = b + W h`` (shape ``(batch, n)``):
 
-* ``energy(v, b)``      — the visible-only energy term E_m(v) of DESIGN.md §2, per example;
+* ``energy(v, b)``      — the visible-only energy term E_m(v) of docs/design.md §2, per example;
 * ``mean(act, length)``   — E[v | h];
 * ``sample(act, length)`` — a draw of v | h;
 * ``log_prob(v, act)``    — log p(v | h) summed over units, per example.

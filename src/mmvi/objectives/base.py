@@ -1,8 +1,8 @@
-"""Objective interface: turn a model and a batch into one scalar loss (DESIGN.md §3).
+"""Objective interface: turn a model and a batch into one scalar loss (docs/design.md §3).
 
 An objective's loss is a surrogate whose gradient is the estimator; samples are detached.
 
-Two things every objective may add, as the reference code does (PAPER.md §2):
+Two things every objective may add, as the reference code does (docs/paper.md §2):
 
 * **dynamic binarisation** (``binarize_data``): the likelihood-based estimators train on a fresh
   Bernoulli draw x ~ Bernoulli(v) of each mini-batch of Bernoulli modalities, drawn from the
@@ -28,7 +28,7 @@ from mmvi.models.mrbm import MultimodalRBM
 from mmvi.models.units import bernoulli
 
 # mean-field steps the reference code uses at test time for models trained by a likelihood-based
-# estimator (PAPER.md §2, "Test-time mean-field steps")
+# estimator (docs/paper.md §2, "Test-time mean-field steps")
 REFERENCE_TEST_MF_STEPS = 10
 SPARSITY_FORMS = ("exact", "running_average")
 RUNNING_AVERAGE_DAMPING = 0.9

@@ -1,4 +1,4 @@
-"""Maximum likelihood of the joint (NLL): CD-k and PCD-k (DESIGN.md §3).
+"""Maximum likelihood of the joint (NLL): CD-k and PCD-k (docs/design.md §3).
 
     loss = mean F(v_data) − mean F(v_model)        (v_model constant)
 
@@ -12,7 +12,7 @@ negative phase costs one product per step and modality plus one for the statisti
 A replicated-softmax modality keeps each chain's document length: CD chains the data's, PCD
 chains lengths drawn (once, at chain initialisation) from the first batch's lengths.
 
-PCD Gibbs-step ramp of the reference code (PAPER.md §2): ``k_schedule=ramp`` uses
+PCD Gibbs-step ramp of the reference code (docs/paper.md §2): ``k_schedule=ramp`` uses
 k_t = min(1 + ⌊(t − 1)/10⌋, k) in epoch t (counted from 1); ``fixed`` uses k throughout.
 """
 

@@ -32,7 +32,7 @@ from mmvi.utils import RESULTS_FILE
 # Hydra choices that always define a configuration (the columns of the report's tables)
 KEY_CHOICES = ("data", "model", "objective", "experiment")
 # settings that are repeats, not configurations: seeds, and the data folds the paper averages
-# over (PAPER.md §3)
+# over (docs/paper.md §3)
 REPEAT_KEYS = ("seed", "data.fold")
 # overrides that never define a configuration (the legacy grouping of records without a config)
 IGNORED_KEYS = {*REPEAT_KEYS, "sweep_name", "task_name", "ckpt_path", "tags"}

@@ -137,5 +137,7 @@ def test_links_between_docs_pages_resolve():
     bad = []
     for page in [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]:
         for lineno, line in enumerate(page.read_text(encoding="utf-8").splitlines(), 1):
-            bad += [f"{where(page, lineno)}: {t}" for t in link.findall(line) if not (page.parent / t).exists()]
+            bad += [
+                f"{where(page, lineno)}: {t}" for t in link.findall(line) if not (page.parent / t).exists()
+            ]
     assert not bad, "broken links:\n" + "\n".join(bad)

@@ -82,7 +82,7 @@ def _numeric_frame(frame, source: ArraySource, header: str = "auto") -> np.ndarr
 
 
 def read_array(source: ArraySource, numeric: bool = True, header: str = "auto") -> np.ndarray:
-    """The array of one file (see the module docstring).
+    """The array of one file (see docs/data.md §3).
 
     ``header`` (text files): ``auto`` | ``true`` | ``false``, see :func:`_numeric_frame`. With
     ``numeric=False`` a text/Parquet file is returned as stored (e.g. class names, a header row
@@ -212,7 +212,7 @@ def _names(found: list[str], given: Sequence[str] | None, source: ArraySource) -
 
 
 class ArrayFiles(MultimodalDataModule):
-    """Modalities from array files (module docstring).
+    """Modalities from array files (docs/data.md §3).
 
     Args:
         files: ``{modality: file}`` (``name.npz:key`` selects an array), or one ``.npz`` path whose
@@ -232,7 +232,7 @@ class ArrayFiles(MultimodalDataModule):
         **kwargs: :class:`MultimodalDataModule` arguments (batch_size, max_examples, modalities, …).
 
     Raises (from :meth:`setup`):
-        DataError: one line naming the file and key (see the module docstring).
+        DataError: one line naming the file and key (see docs/data.md §3).
     """
 
     def __init__(

@@ -76,7 +76,7 @@ def find_file(folder: Path, name: str) -> Path:
 
 
 class ImageCut:
-    """How (H, W) images are cut into modalities and joined back (module docstring).
+    """How (H, W) images are cut into modalities and joined back (docs/data.md §2).
 
     Args:
         height, width: image size in pixels.
@@ -198,7 +198,7 @@ class CutImageData(MultimodalDataModule):
 
 
 class IDXImages(CutImageData):
-    """Images and labels from four IDX files, cut into modalities (module docstring).
+    """Images and labels from four IDX files, cut into modalities (docs/data.md §2).
 
     Args:
         data_dir: folder of the four files.

@@ -1,26 +1,11 @@
 """Hidden unit types of an RBM layer: Bernoulli and stepped sigmoid (docs/paper.md §3).
 
-A hidden unit type answers, for the total input ``x = c + Σ_m Wₘᵀvₘ`` (shape ``(batch, H)``):
-
-* ``mean(x)``           — E[h | v];
-* ``sample(x)``         — a draw of h | v;
-* ``log_partition(x)``  — log Σ_h exp(h·x) per unit, so that the free energy is
-  F(v) = Σ_m E_m(v_m) − Σ_k log_partition(x)_k.
-
-**Stepped sigmoid** (Nair & Hinton 2010): a unit is N binary copies sharing weights and bias,
-with offsets i − ½ (i = 1..N); its value is the number of copies on, h = Σ_i h_i ∈ {0..N}:
-
-    E[h | x]        = Σ_{i=1..N} σ(x − i + ½)
-    log Σ exp(·)    = Σ_{i=1..N} softplus(x − i + ½)     (free-energy term −Σ_k of this)
-
-``sample_mode="exact"`` draws the N copies (the exact conditional, a sum of N Bernoullis);
-``"noisy_relu"`` is the usual approximation min(N, max(0, x + ε)), ε ~ N(0, σ(x)).
-
-The same class serves as the *visible* type of the layer above a stepped-sigmoid layer. There a
-real value v ∈ [0, N] is read as its canonical copy state t_i = clip(v − i + 1, 0, 1) (copies
-filled from the first), which gives the energy term E(v) = −bᵀv + Σ_j Σ_i t_ij (i − ½)
-(= −bv + v²/2 at integer v) and the log-probability Σ_i [t_i a_i − softplus(a_i)],
-a_i = act − i + ½ (a cross-entropy per copy; exact for the canonical state).
+For the total input ``x = c + Σ_m Wₘᵀvₘ`` (shape ``(batch, H)``) a type gives ``mean(x)``,
+``sample(x)`` and ``log_partition(x)`` = log Σ_h exp(h·x) per unit, the free energy's hidden term.
+Stepped sigmoid (Nair & Hinton 2010): N binary copies with offsets i − ½, eq. (2.4) of
+docs/design.md §2.2; ``sample_mode="exact"`` draws the copies, ``"noisy_relu"`` the usual
+approximation. The same class is the *visible* type of the layer above a stepped-sigmoid layer
+(the copy-state reading of docs/design.md §2.2).
 """
 
 from __future__ import annotations
@@ -44,7 +29,7 @@ class BernoulliHiddens(BernoulliUnits):
 
 
 class SteppedSigmoidUnits(Units):
-    """Sum of N binary copies with offsets i − ½ (ReLU-like); see the module docstring.
+    """Sum of N binary copies with offsets i − ½ (ReLU-like); see docs/design.md §2.2.
 
     Args:
         n_steps: N, the number of copies (paper: 5).

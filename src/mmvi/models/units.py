@@ -1,20 +1,11 @@
-"""Visible unit types of a (multimodal) RBM, one small class each.
+"""Visible unit types of a (multimodal) RBM, one small class each (docs/design.md §2.1).
 
-Every unit type answers four questions about a modality v given its total input
-``act = b + W h`` (shape ``(batch, n)``):
-
-* ``energy(v, b)``      — the visible-only energy term E_m(v) of docs/design.md §2, per example;
-* ``mean(act, length)``   — E[v | h];
-* ``sample(act, length)`` — a draw of v | h;
-* ``log_prob(v, act)``    — log p(v | h) summed over units, per example.
-
-``hidden_scale(v)`` is the factor multiplying the hidden bias for this modality (1 except for
-replicated softmax, where it is the document length D). ``length(v)`` is that D per example for
-replicated softmax (None for the other types): every draw of a replicated-softmax modality needs
-the length of the document it replaces, so samplers pass ``length(v)`` of the current state.
-
-Bernoulli draws compare a uniform draw with the probability, 1{u < p}: 2.7× faster than
-``torch.bernoulli`` on a (500, 1000) CPU tensor (2.9 ms vs 7.9 ms, one thread, measured).
+Given a modality's total input ``act = b + W h`` (shape ``(batch, n)``) each type gives
+``energy(v, b)`` (the term E_m(v) of docs/design.md (2.1), per example), ``mean(act, length)``,
+``sample(act, length)`` and ``log_prob(v, act)`` (summed over units, per example).
+``hidden_scale(v)`` multiplies the hidden bias (the document length D for replicated softmax,
+else 1); ``length(v)`` is that D per example (None for the other types), which every draw of a
+replicated-softmax modality must keep.
 """
 
 from __future__ import annotations
@@ -155,7 +146,11 @@ class SoftmaxUnits(Units):
 
 
 def bernoulli(p: Tensor, generator: torch.Generator | None = None) -> Tensor:
-    """Binary draws 1{u < p}, u ~ U[0, 1) (from ``generator`` if given), in the dtype of ``p``."""
+    """Binary draws 1{u < p}, u ~ U[0, 1) (from ``generator`` if given), in the dtype of ``p``.
+
+    2.7× faster than ``torch.bernoulli`` on a (500, 1000) CPU tensor (2.9 ms vs 7.9 ms, one thread,
+    measured).
+    """
     if generator is None:
         u = torch.rand_like(p)
     else:

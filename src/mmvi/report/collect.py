@@ -1,17 +1,11 @@
 """Find runs: every ``results.json`` under sweep folders, split into completed, running and skipped runs.
 
 A run is *completed* only when its ``results.json`` reads as JSON, has ``status: completed`` and
-holds at least one finite metric. Everything else (``failed``, ``running`` = crashed or still
-running, unreadable, no metrics) is kept as a :class:`Skipped` entry with its reason, so that the
-report lists it and never averages it in. Runs whose status is ``running`` are also kept as
-:class:`Run` objects in :attr:`Collection.running` (a report that follows a running sweep shows
-them in their own table).
-
-A run's *configuration* is what it actually ran: its Hydra choices (data, model, objective,
-experiment) and its recorded result-defining settings (``fingerprint.settings`` of the
-``results.json``, else :func:`mmvi.fingerprint.result_settings` of its recorded ``config``) minus
-the repeat keys (seed, data fold). Two runs with the same labels but different settings are two
-configurations; runs that differ only in resources, paths or logging are one.
+holds at least one finite metric; everything else is a :class:`Skipped` entry with its reason
+(never averaged), and ``running`` runs are also kept in :attr:`Collection.running`. A run's
+*configuration* is its Hydra choices plus its recorded result-defining settings (``fingerprint.settings``,
+else :func:`mmvi.fingerprint.result_settings` of its config) minus the repeat keys (seed, data
+fold) (docs/workflow.md §2).
 """
 
 from __future__ import annotations

@@ -2,17 +2,10 @@
 
     python scripts/bench_eval.py [--threads 2] [--parts retrieval,ais,probe] [--full-torchmetrics]
 
-(a) retrieval on a 10,000 × 10,000 problem (random 64-d embeddings; 38 multi-labels, and 10
-    classes): our mAP/P@50 against torchmetrics RetrievalMAP. torchmetrics is run on the first
-    ``--tm-queries`` queries against the full database (scores shifted by +2 so none is <= 0) and
-    its time scaled to all queries, unless ``--full-torchmetrics``.
-(b) AIS seconds per 1,000 examples of −log P(right | left) for a 392 + 392 → 1000 RBM with
-    N(0, 0.01²) weights, default schedule of ``likelihood_metrics`` (1000 betas, 16 runs, mean-field
-    base), measured on ``--ais-examples`` examples (64 × 16 runs = one block of 1024 chains) with
-    ``--ais-measured-betas`` betas and scaled linearly (the cost is proportional to
-    examples × runs × betas), with 1 and with 2 threads.
-(c) with ``--probe`` (or ``probe`` in ``--parts``): the multi-label linear probe (10,000 × 2,000 features, 38 classes, 5 Cs),
-    joint torch L-BFGS vs scikit-learn one-vs-rest (timed on 3 classes × 1 C and scaled).
+(a) retrieval mAP/P@50 on 10,000 × 10,000 against torchmetrics ``RetrievalMAP``; (b) AIS seconds
+per 1,000 examples of −log P(right | left) for a 392 + 392 → 1000 RBM, measured on a few
+examples and βs and scaled linearly, with 1 and 2 threads; (c) with ``--probe``: the multi-label
+probe, torch L-BFGS against scikit-learn one-vs-rest. What each part measures: docs/workflow.md §4.
 """
 
 from __future__ import annotations

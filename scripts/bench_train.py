@@ -2,19 +2,10 @@
 
     python scripts/bench_train.py [--device cpu|cuda] [--threads N] [--steps S] [--bf16] [--no-epochs]
 
-Measured in one run, on the paper's MNIST multimodal RBM (two 392-unit halves, 1000 hidden units,
-batch 100, float32):
-
-1. per objective at the reference code's early-epoch settings (NLL-PCD k = 1 with 500 chains;
-   CD-PercLoss k = 10; MP T = 5 back-propagating through 1 step) and MP at the paper's full
-   setting (T = 5, full back-propagation): examples/s of the step alone (objective forward +
-   backward + SGD step, outside Lightning), examples/s of the same step inside the real Lightning
-   Trainer (our LightningModule, an in-memory data module of the same shapes, CSV logging), and
-   the loop's overhead in percent of the step; matmul FLOPs per example counted from the shapes,
-   the achieved GFLOP/s and its ratio to the measured matmul throughput of the same shapes;
-2. seconds per epoch on the 3,500 mnist5k training digits in the full training loop (validation
-   and checkpointing included): (time of a 5-epoch fit − time of a 1-epoch fit) / 4, next to the
-   reference code's figures and the ratio.
+On the paper's MNIST multimodal RBM (392 + 392 → 1000, batch 100, float32): (1) per objective,
+examples/s of the step alone and inside the real Lightning Trainer, the loop's overhead, FLOPs and
+achieved GFLOP/s against measured matmul throughput; (2) seconds per epoch on mnist5k in the full
+loop, beside the reference code's figures. Settings and method: docs/workflow.md §4.
 """
 
 from __future__ import annotations
@@ -54,7 +45,7 @@ OPTIM = {
     "momentum_dampening": True,
     "weight_decay": 1e-4,
 }
-# the reference code's early-epoch settings (PAPER.md §2: k_t = 1 and K_t = 1 in the first epochs), with
+# the reference code's early-epoch settings (docs/paper.md §2: k_t = 1 and K_t = 1 in the first epochs), with
 # the paper presets' data binarisation, sparsity forms and MP hidden clamp
 OBJECTIVES = {
     "pcd_k1": {

@@ -78,7 +78,7 @@ def run(overrides: list[str] | None = None, task: str = "train", run_dir: str | 
         run_dir: the run folder (default: the CLI's timestamped folder).
     Returns:
         ``{"metrics": {name: float}, "run_dir": str, "results": the run's results.json}``; metrics
-        are in the units of DESIGN.md §4 (errors in percent, cross-entropies in nats per example).
+        are in the units of docs/design.md §4 (errors in percent, cross-entropies in nats per example).
     Raises:
         ConfigError, DataError, FileNotFoundError, NonFiniteError: the user errors the CLI reports
         in one line (the run folder then holds the same ``failed`` record).

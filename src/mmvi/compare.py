@@ -5,26 +5,10 @@
     python -m mmvi.compare --watch 30 logs/train/multiruns/mnist-mrbm/<time>  # follow a running sweep
     python -m mmvi.compare --wandb entity/mmvi --group sweep_mnist_objectives --out reports/wb
 
-Reads every ``results.json`` under the folders (recursively). Runs that did not complete
-(``failed``; ``running`` = crashed or unfinished; unreadable) are skipped and listed, never
-averaged. A configuration = the Hydra choices data, model, objective, experiment + the recorded
-result-defining settings (seed and data fold are repeats); the tables show the choices and the
-settings that differ between runs of the same choices. Writes, atomically, into the report
-folder: ``table.csv``, ``table.md``, ``runs.csv``, ``skipped.csv``, ``paper.md``,
-``plots/*.png``, ``plots/curves/*.png`` (learning curves from each run's per-epoch log) and
-``index.html``; paths in them are relative to the report folder.
-
-Paired comparisons (``paired.md``, ``paired.csv``, ``plots/forest_<data>.png``): within each data
-set × model, every MinVI configuration against every NLL configuration (and, with ``--baseline
-key=value``, every configuration against those with that setting) on every measure both have:
-the difference, its 95 % interval over seeds and test items (per-item ``records.parquet``; Welch
-over seeds without them), p, p corrected over all the report's comparisons (``--correction
-holm|fdr_bh``), the effect size d_z. The Table 1 claim check uses these intervals. Runs whose
-``results.json`` records a divergence are listed apart and left out (``--include-diverged``: kept, marked).
-
-``--watch SECONDS`` rewrites the report whenever a run folder changes (a new epoch, a run
-finished or failed) until every run has ended; meanwhile the page lists the running runs in
-their own table and reloads itself.
+Runs that did not complete are skipped and listed, never averaged; ``--watch`` rewrites the
+report whenever a run changes until every run has ended. Configurations, files written: docs/workflow.md §2.
+Paired comparisons (``paired.md``, ``paired.csv``, ``plots/forest_<data>.png``) and the interval-based
+claim check: README, *Sweeps, the comparison report and wandb*.
 """
 
 from __future__ import annotations

@@ -3,42 +3,10 @@
     python -m mmvi.train data=arrays 'data.files={pix: pix.npy, fou: fou.parquet}' data.labels=labels.npy \\
         'data.units={pix: gaussian, fou: gaussian}' model.n_hidden=64
 
-Files (rows are examples and align across files; read with numpy and pandas):
-
-* ``.npy``; ``.npz`` with ``name.npz:key`` selecting an array (the key may be left out when the file
-  holds one array); ``data.files=all.npz`` alone takes every array of the file as a modality named
-  after its key (except the one ``data.labels`` names);
-* ``.csv`` / ``.tsv`` / ``.txt`` (comma, tab, whitespace separated; a header row is recognised by
-  its non-numeric cells — for a labels file of class names, by one row more than the examples —
-  or set by ``csv_header``) and ``.parquet``: every column numeric;
-* a 1-d array is one feature; an array of images (N, H, W) is flattened row-major.
-
-Relative paths are resolved against ``root`` (the config sets it to the directory the command was
-launched from, ``${hydra:runtime.cwd}``; Hydra does not change the working directory).
-
-Labels (``labels``): a vector of class ids (numbers or names; classes in sorted order) or a 0/1
-matrix (N, C) (multi-label; a matrix with exactly one 1 per row is single-label). Without labels
-the label-based measures (linear probe, retrieval) are skipped; the likelihood and conditional
-measures still run.
-
-Splits: index files ``split_files={train: ..., val: ..., test: ...}`` (integer row indices,
-disjoint), or ``fractions`` (default 70/10/20 %) drawn with ``numpy.random.default_rng(seed)``,
-class-stratified when there are single labels (:func:`mmvi.data.preprocess.stratified_split`).
-
-Per modality, ``units`` (``bernoulli`` | ``gaussian`` (default) | ``softmax``) and the
-preprocessing that fits it:
-
-* ``gaussian``: z-scored with the training split's mean and std (per feature; std < 1e-6 → 1),
-  unless ``standardize=false``; the statistics are the data module's ``state_dict``, which
-  Lightning stores in every checkpoint, so evaluating on new files uses the training statistics
-  (:func:`mmvi.data.base.load_data_state`);
-* ``bernoulli``: values must lie in [0, 1], or ``binarize.<m>`` = ``threshold`` (1 where
-  x > ``threshold``) or ``sample`` (one fixed-seed Bernoulli draw of x ∈ [0, 1]);
-* ``softmax``: non-negative whole counts (words per document), kept as they are.
-
-Every error (missing file, unknown key, rows that do not align, NaN/inf with their count and first
-row, values that do not fit the unit type, labels of the wrong length) is one line naming the file
-and key, raised by ``setup`` before anything is trained.
+File formats (``.npy``, ``.npz``, ``.csv``/``.tsv``/``.txt``, ``.parquet``), labels, splits (index
+files or stratified fractions) and each unit type's preprocessing (z-scoring with training
+statistics stored in the checkpoint, binarisation, counts): docs/data.md §3. Every error is one
+line naming the file and key, raised by ``setup`` before anything is trained.
 """
 
 from __future__ import annotations
@@ -116,7 +84,7 @@ def _numeric_frame(frame, source: ArraySource, header: str = "auto") -> np.ndarr
 
 
 def read_array(source: ArraySource, numeric: bool = True, header: str = "auto") -> np.ndarray:
-    """The array of one file (see the module docstring).
+    """The array of one file (see docs/data.md §3).
 
     ``header`` (text files): ``auto`` | ``true`` | ``false``, see :func:`_numeric_frame`. With
     ``numeric=False`` a text/Parquet file is returned as stored (e.g. class names, a header row
@@ -246,7 +214,7 @@ def _names(found: list[str], given: Sequence[str] | None, source: ArraySource) -
 
 
 class ArrayFiles(MultimodalDataModule):
-    """Modalities from array files (module docstring).
+    """Modalities from array files (docs/data.md §3).
 
     Args:
         files: ``{modality: file}`` (``name.npz:key`` selects an array), or one ``.npz`` path whose
@@ -266,7 +234,7 @@ class ArrayFiles(MultimodalDataModule):
         **kwargs: :class:`MultimodalDataModule` arguments (batch_size, max_examples, modalities, …).
 
     Raises (from :meth:`setup`):
-        DataError: one line naming the file and key (see the module docstring).
+        DataError: one line naming the file and key (see docs/data.md §3).
     """
 
     def __init__(

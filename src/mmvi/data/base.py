@@ -319,7 +319,7 @@ class MultimodalDataModule(pl.LightningDataModule, ABC):
     def check_unit_fit(
         self, splits: Mapping[str, Split] | None = None, units: Mapping[str, str] | None = None
     ) -> None:
-        """Every split's values must fit the unit type of their modality (DESIGN.md §2).
+        """Every split's values must fit the unit type of their modality (docs/design.md §2).
 
         Per split and modality: Bernoulli values in [0, 1], replicated-softmax values non-negative
         whole counts, Gaussian values finite (:func:`unit_type_problem`); other (layer) unit types

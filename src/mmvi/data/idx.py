@@ -1,21 +1,9 @@
-"""Any image set in MNIST's IDX format, each image cut into modalities (PAPER.md §2, generalised).
+"""Any image set in MNIST's IDX format, each image cut into modalities (docs/paper.md §2, generalised).
 
-Files: the four IDX files of ``data_dir`` (``files`` names them; by default MNIST's names), each
-gzip-compressed or not (told by the content, and ``name.gz`` or ``name`` is found either way).
-``sha256`` (optional) maps ``train_images``, ``train_labels``, ``test_images``, ``test_labels`` to
-the sha256 of the decompressed content; ``null`` checks nothing.
-
-Splits: train = the first N − ``n_val`` images of the training file, val = its last ``n_val``
-(MNIST: 50,000 / 10,000), test = the test file. Labels: the classes found in the label files,
-in sorted order (MNIST: the digits 0–9), one-hot.
-
-Pixels: ``uint8`` images are scaled to [0, 1] by / 255 (Bernoulli visible units); other IDX types
-are kept as stored (the unit check then tells whether they fit the declared unit type).
-
-The cut (:class:`ImageCut`), ``cut`` = ``columns`` (modalities ``left``, ``right``), ``rows``
-(``top``, ``bottom``) or ``grid`` with ``grid = [r, c]`` (r·c modalities ``r0c0``, ``r0c1``, …,
-row-major). Rows and columns are divided as evenly as possible, the first parts one pixel larger
-when the size does not divide (``numpy.array_split``); each piece is flattened row-major.
+The four IDX files of ``data_dir`` (gzip or not, optional sha256 checks); train = the first
+N − ``n_val`` training images, val = the last ``n_val``, test = the test file; ``uint8`` pixels
+/ 255; the cut (:class:`ImageCut`: ``columns``, ``rows`` or a ``grid``, pieces as even as
+``numpy.array_split`` makes them, flattened row-major): docs/data.md §2.
 """
 
 from __future__ import annotations
@@ -89,7 +77,7 @@ def find_file(folder: Path, name: str) -> Path:
 
 
 class ImageCut:
-    """How (H, W) images are cut into modalities and joined back (module docstring).
+    """How (H, W) images are cut into modalities and joined back (docs/data.md §2).
 
     Args:
         height, width: image size in pixels.
@@ -211,7 +199,7 @@ class CutImageData(MultimodalDataModule):
 
 
 class IDXImages(CutImageData):
-    """Images and labels from four IDX files, cut into modalities (module docstring).
+    """Images and labels from four IDX files, cut into modalities (docs/data.md §2).
 
     Args:
         data_dir: folder of the four files.

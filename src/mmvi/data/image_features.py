@@ -1,17 +1,9 @@
 """Simple global image descriptors computed from RGB pixels (vectorised numpy).
 
-Input: one RGB ``uint8`` image ``(H, W, 3)`` or a batch ``(B, H, W, 3)`` of equal size; every
-function returns ``(D,)`` or ``(B, D)`` float32 accordingly. The descriptor of
-:func:`image_features` is the concatenation of
-
-* an HSV colour histogram (``hist_bins`` = 8 hue × 4 saturation × 4 value bins, sums to 1; HSV as
-  Pillow converts it, in one C call for the whole batch),
-* a ``grey_size`` × ``grey_size`` grey thumbnail (block means of ITU-R 601 luma, in [0, 1]),
-* an edge-orientation histogram: gradient magnitudes summed into ``edge_bins`` orientation bins
-  (0..π) in each cell of a ``edge_grid`` × ``edge_grid`` grid, normalised by the image's total
-  gradient magnitude.
-
-:func:`load_tar_images` reads JPEG members of a tar with Pillow and resizes them to one size.
+:func:`image_features` of one ``uint8`` image ``(H, W, 3)`` or a batch ``(B, H, W, 3)`` is float32
+``(D,)`` or ``(B, D)``: an HSV colour histogram, a grey thumbnail and an edge-orientation histogram
+on a grid, concatenated (docs/data.md §7). :func:`load_tar_images` reads JPEG members of a tar with
+Pillow and resizes them to one size.
 """
 
 from __future__ import annotations

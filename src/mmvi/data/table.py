@@ -1,15 +1,10 @@
 """Samples from a fixed finite joint table P_D(x, y): the Theorem 2.1 experiment's data.
 
-The table is :func:`mmvi.theory.make_data_table` (``table_seed``): 2^n_x × 2^n_y states of two
-Bernoulli modalities ``x`` and ``y``. The training split holds ``n_samples`` i.i.d. draws
-(``sample_seed``); validation and test hold ``n_val`` / ``n_test`` draws with their own seeds,
-so they do not change with n. Labels are the one-hot index of the x state (2^n_x classes,
-bit order of :func:`mmvi.theory.binary_states`), so retrieval/classification code that needs
-labels still runs; the Theorem 2.1 evaluation uses only :attr:`TableSamples.p_data`.
-
-Training epochs have a fixed size ``epoch_size`` whatever n is (the n examples are cycled in
-fresh random orders until ``epoch_size`` are drawn), so per-epoch schedules (learning-rate decay,
-momentum switch, checkpoints, validation) mean the same number of parameter updates for every n.
+The table (:func:`mmvi.theory.make_data_table`) has 2^n_x × 2^n_y states of two Bernoulli
+modalities ``x`` and ``y``; train holds ``n_samples`` i.i.d. draws, validation and test their own
+draws (fixed whatever n is); labels are the one-hot x state. Epochs have a fixed size
+``epoch_size`` whatever n is, so per-epoch schedules mean the same number of updates for every n
+(docs/data.md §8).
 """
 
 from __future__ import annotations

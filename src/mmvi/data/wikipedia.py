@@ -1,19 +1,9 @@
 """Wikipedia cross-modal dataset (Rasiwasia et al., ACM MM 2010): 2866 image–text pairs, 10 classes.
 
-File ``wiki_data.mat`` (MATLAB v5, sha256 ``618dda68…dfc0``) in ``data_dir``
-(default ``$MMVI_DATA_DIR/wikipedia_xmodal``); its checksum is verified unless
-``verify_checksum=False`` (shapes and values are always checked). Modalities:
-
-* ``image``: 128-word SIFT bag of visual words (L1-normalised rows in the file),
-* ``text``: 10-topic LDA proportions.
-
-Splits: the canonical 2173 train / 693 test pairs; validation = a class-stratified
-``val_fraction`` of the 2173 training pairs drawn with ``numpy.random.default_rng(seed)``.
-
-Both modalities are continuous, so they are **z-scored with training-split statistics**
-(per feature: ``(x − mean_train) / std_train``; features with std < 1e-6 are only centred).
-That makes Gaussian visible units with σ = 1 (DESIGN.md §2) applicable. Labels are one-hot.
-
+File ``wiki_data.mat`` in ``data_dir`` (checksum verified unless ``verify_checksum=False``):
+``image`` = 128-word SIFT bag of visual words, ``text`` = 10-topic LDA proportions; the canonical
+2173 / 693 split with a stratified validation fraction; both z-scored with training statistics
+for Gaussian units with σ = 1 (docs/design.md §2.1; details: docs/data.md §5). Labels are one-hot.
 The module also holds helpers the other real-data modules share: :func:`standardize` (with
 :func:`zscore_stats`, :func:`apply_zscore`) and :func:`stratified_split`.
 """

@@ -1,30 +1,12 @@
 """Training the multimodal DBM (``model=mdbm``) by approximate maximum likelihood: the deep NLL arm.
 
-Stages of ``python -m mmvi.deep.pipeline model=mdbm`` (the MinVI arm ``model=mdrnn`` is unchanged):
-
-(a) ``pathway_<m>_<l>``: the pathway RBMs, greedily, with the doubled inputs of DBM pre-training
-    (:class:`mmvi.models.dbm.PretrainRBM`; ``stages.pathway``'s objective and optimiser);
-(b) ``top``: the joint RBM over the pathway outputs, pre-trained like a pathway layer (doubled
-    top-down input into the pathway tops; ``stages.pathway``'s objective and optimiser, which
-    ``stages.pathway.layers.top`` may override, and ``stages.top``'s epochs and batch size) — the
-    ``objective`` and ``optim`` groups configure the MDRNN's top layer and do not apply here;
-(c) ``joint``: the composed DBM (:meth:`MultimodalDBM.compose`) trained as a whole by
-    :class:`DBMLikelihood` (``stages.joint``: objective, optimiser, epochs, batch size).
-
-**Estimator** (Salakhutdinov & Hinton, AISTATS 2009, Algorithm 1 with mean-field positive phase;
-Srivastava & Salakhutdinov, NIPS 2012, approximate learning of the multimodal DBM; the reference
-code ``dbm_mf.m``). The log-likelihood's gradient is ⟨−∂E/∂θ⟩_{P(hidden | v)} −
-⟨−∂E/∂θ⟩_{P(v, hidden)}. Its first term is replaced by the mean-field posterior Q (``mf_steps``
-block updates of every hidden layer given the data), which makes it the gradient of the
-variational lower bound log p(v) ≥ E_Q[−E(v, ·)] + H(Q) − log Z (at a mean-field fixed point Q
-is stationary, so the bound's gradient is the first term at fixed Q); the second term is
-estimated by persistent block-Gibbs chains over every layer (``n_chains``, ``gibbs_steps``
-sweeps per update, the chains module buffers, checkpointed; Rao–Blackwellised statistics,
-:meth:`MultimodalDBM.gibbs_step`). As a surrogate loss (DESIGN.md §3), both states detached:
-
-    loss = mean_batch E(v, μ) − mean_chains E(x̃),       ∇loss = −(estimated ∇ bound)
-
-since E is linear in every parameter given the states and E_Q[E] = E(v, μ) for the parameters.
+Stages of ``python -m mmvi.deep.pipeline model=mdbm``: (a) ``pathway_<m>_<l>``, the pathway RBMs
+pre-trained greedily with doubled inputs (``stages.pathway``); (b) ``top``, the joint RBM over the
+pathway outputs, pre-trained like a pathway layer (``stages.pathway``'s objective and optimiser,
+``stages.top``'s epochs and batch size; the ``objective`` and ``optim`` groups configure the
+MDRNN's top layer only); (c) ``joint``, the composed DBM trained by :class:`DBMLikelihood`
+(``stages.joint``). The estimator — mean-field data term, persistent block-Gibbs model term —
+and its surrogate loss: docs/design.md §3.7 (Salakhutdinov & Hinton, AISTATS 2009, Algorithm 1).
 """
 
 from __future__ import annotations
@@ -48,7 +30,7 @@ JOINT_ESTIMATOR = "mmvi.deep.dbm.DBMLikelihood"
 
 
 class DBMLikelihood(Objective):
-    """Mean-field positive phase, persistent-chain negative phase (module docstring).
+    """Mean-field positive phase, persistent-chain negative phase (docs/design.md §3.7).
 
     Args:
         n_chains: persistent Gibbs chains (fantasy particles; the reference code uses 100).

@@ -1,17 +1,11 @@
-"""Fine-tuning the deep model as a recurrent encoder (stage (c), PAPER.md §3).
+"""Fine-tuning the deep model as a recurrent encoder (stage (c), docs/paper.md §3).
 
-Objective (:class:`RecurrentPrediction`), for each predicted modality m (``directions``; default
-every modality, each from all the others):
-
-    loss_m = −E Σ_{i unobserved} log p(v_m,i | down_m(hᵀ))
-
-with hᵀ the joint means after T steps of :meth:`MDRNN.mean_field` given the other modalities
-(and, with ``mask_rate`` p > 0, a random observed fraction p·u of m's units, u ~ U(0, 1) per
-batch). The log-probability is the unit type's ``log_prob_units`` (Gaussian NLL, Bernoulli
-cross-entropy, softmax cross-entropy). Gradients flow through the last ``bptt_steps`` steps.
-
-:class:`FinetuneLitModule` optimises it with Adam or SGD (``optimizer.name``), weight decay on
-weight matrices only, over all parameters or only the top two layers (``trainable``).
+:class:`RecurrentPrediction`: for each predicted modality m (``directions``; default every one,
+from all the others), loss_m = −E Σ_{unobserved i} log p(v_m,i | down_m(hᵀ)), hᵀ after T steps of
+:meth:`MDRNN.mean_field`, optionally with an MP mask of rate ``mask_rate``; gradients through the
+last ``bptt_steps`` steps (docs/design.md §3.7). :class:`FinetuneLitModule` optimises it with
+Adam or SGD (``optimizer.name``), weight decay on weight matrices only, over all parameters or
+only the top two layers (``trainable``).
 """
 
 from __future__ import annotations

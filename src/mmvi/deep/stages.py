@@ -1,24 +1,11 @@
 """Stage runner of the deep pipeline: one Lightning fit per stage, checkpointed and resumable.
 
-Each stage lives in ``<run dir>/stages/<name>/``:
-
-* ``checkpoints/last.ckpt`` — written every epoch; an interrupted stage resumes from it;
-* ``model.pt``              — the trained module's weights (written when the fit ends);
-* ``done.json``             — written atomically last: the stage's ``spec`` (its resolved config
-  and its upstream digest), the final training metrics and the time taken;
-* ``csv/version_<n>/metrics.csv`` — the stage's training curve (one version per (re)start).
-
-The run's own loggers (wandb, CSV: the ``logger`` group) see every stage through a
-:class:`StageLogger`: metric names prefixed by the stage (:func:`stage_prefix`), epochs and
-steps continued from the stages before, so one wandb run holds the whole pipeline.
-
-* ``spec.json``             — the spec the stage started with; an interrupted stage resumes from
-  its ``last.ckpt`` only under the same spec.
-
-A stage whose ``done.json`` exists is skipped and its weights are loaded, provided its spec is the
-one requested; a different spec (finished or interrupted) is an error naming the differing keys
-(a later stage must never be built on an earlier stage trained differently). Specs chain: each
-stage's spec holds the digest of the stages before it.
+Each stage lives in ``<run dir>/stages/<name>/`` (``spec.json``, ``checkpoints/last.ckpt``,
+``model.pt``, ``done.json`` written atomically last, ``csv/version_<n>/metrics.csv``). A finished
+stage is skipped and its weights loaded only under the requested spec; a different spec is an
+error naming the differing keys; specs chain through the digests of the stages before. The run's
+loggers see every stage through a :class:`StageLogger` (names prefixed by :func:`stage_prefix`,
+epochs and steps continued). Details: docs/workflow.md §1.
 """
 
 from __future__ import annotations

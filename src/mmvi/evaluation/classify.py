@@ -1,28 +1,11 @@
-"""Linear probes on representations (DESIGN §4, §6): single-label error and multi-label mAP.
+"""Linear probes on representations (docs/design.md §4, §6): single-label error and multi-label mAP.
 
-Single-label (:func:`linear_probe_error`): multinomial logistic regression (scikit-learn, lbfgs)
-on the raw representations (hidden probabilities, not standardised); C is chosen from the grid
-by validation error (:func:`select_C`: ties go to the smaller C; a choice at either end of the grid
-extends the grid by factors of 10 in that direction, at most ``max_extensions`` times), the probe
-is refitted on train + validation (``refit="train_val"``) or kept as fitted on train
-(``refit="train"``) with that C and tested on each test set; ``classify/err_<name>`` is the test
-error in percent.
-
-Multi-label (:func:`multilabel_probe`): one L2-regularised logistic regression per class,
-
-    min_{w_c, b_c}  C Σ_i log(1 + exp(−s_ic (x_iᵀw_c + b_c))) + ½‖w_c‖²     (s_ic = ±1)
-
-(scikit-learn's objective; the intercept is not penalised). The per-class problems are separable,
-so all classes and all grid values of C are solved at once by L-BFGS in torch on one (D, |grid|·K)
-weight matrix (one pass over X per iteration for every class and every C, instead of one
-matrix-vector product per class and C). C is chosen by validation macro mAP, the probe is
-refitted on train + validation and tested:
-
-* ``classify/map_<name>``: torchmetrics ``MultilabelAveragePrecision(average="macro")`` of the test
-  scores, over the classes with at least one positive test item;
-* ``classify/precision_at_50_<name>``: for each class, the fraction of positives among the 50 test
-  items with the highest score for that class (ties: lower test index first), averaged over the
-  same classes.
+:func:`linear_probe_error`: multinomial logistic regression, C from the grid by validation error
+(:func:`select_C`, extending the grid at an end), refit on train + validation or kept as fitted on
+train; ``classify/err_<name>`` in percent (docs/design.md §6.4). :func:`multilabel_probe`: one
+L2-regularised logistic regression per class, every class and every C solved at once by L-BFGS in
+torch on one (D, |grid|·K) weight matrix; ``classify/map_<name>`` and
+``classify/precision_at_50_<name>`` (docs/design.md §4.4).
 """
 
 from __future__ import annotations

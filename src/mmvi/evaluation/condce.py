@@ -1,15 +1,9 @@
-"""Mean-field conditional cross-entropy (DESIGN.md §6).
+"""Mean-field conditional cross-entropy (docs/design.md §6.3).
 
-cond_ce(m | rest) = −Σ_i [v_i log p̂_i + (1 − v_i) log(1 − p̂_i)] per example for Bernoulli units,
-with p̂ = σ(a) the mean-field prediction of modality m given the others (a = b + W ĥ, the final
-hidden means ĥ), probabilities clipped to [1e-10, 1 − 1e-10] as the reference code does; for other
-unit types −log p(v_m | a) under the same ĥ.
-
-The Bernoulli form is evaluated from the activation a, never from p̂: clipping p̂ to
-[ε, 1 − ε] is clipping a to [−L, L] with L = log((1 − ε)/ε) ≈ 23.03, and then
-−log σ(a) = softplus(−a), −log(1 − σ(a)) = softplus(a). So the value stays finite and exact where
-σ(a) rounds to 0 or 1 in float32 (e.g. a = 20: 2.1e-9 nats for a true 1, 20.0 nats for a 0), each
-term computed as a softplus of its own sign.
+cond_ce(m | rest): Bernoulli cross-entropy of the test values of modality m under its mean-field
+prediction σ(a) from the others, probabilities clipped to [1e-10, 1 − 1e-10] as the reference code
+does; evaluated from the activation a (the clip is a clip of a to ±23.03, then softplus terms), so
+it stays finite and exact where σ(a) rounds to 0 or 1. Other unit types: −log p(v_m | a).
 """
 
 from __future__ import annotations

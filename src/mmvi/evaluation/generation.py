@@ -1,4 +1,4 @@
-"""The paper's generation figure: missing modalities generated from the given ones (PAPER.md §2).
+"""The paper's generation figure: missing modalities generated from the given ones (docs/paper.md §2).
 
 The data module draws the examples (:meth:`mmvi.data.base.MultimodalDataModule.example_images`),
 whatever the cut of the image into modalities: row 1 the true images; then, for each modality m,

@@ -1,30 +1,11 @@
-"""Test-set likelihoods: conditional −log P(v_m | v_rest) per modality and joint −log P(v) (DESIGN §4).
+"""Test-set likelihoods: conditional −log P(v_m | v_rest) per modality and joint −log P(v) (docs/design.md §4).
 
-    log P(v_m | v_rest) = −F̂(v_m; ĉ) − log Ẑ(ĉ),   ĉ = c + Σ_{m' ≠ m} W_{m'}ᵀ v_{m'}
-    log P(v)            = −F(v) − log Z
-
-with F̂, Ẑ the free energy and partition function of the conditional RBM over v_m
-(:mod:`mmvi.evaluation.partition`). Ẑ(ĉ) and Z are exact by enumeration when the hidden layer or
-the free visible units number at most ``exact_limit``, otherwise estimated by AIS, batched over
-examples × runs. Free energies are evaluated in float64.
-
-Binary data: likelihoods of Bernoulli modalities are those of binary vectors, so real-valued
-test pixels are binarised once by :func:`binarize` (Bernoulli draws from
-``torch.Generator().manual_seed(seed)``, modality by modality in the model's order); binary data
-are left unchanged by it, and so are the counts of replicated-softmax modalities.
-
-Replicated-softmax modalities (word counts) are modelled given their document lengths D
-(Salakhutdinov & Hinton 2009): P(v_m | v_rest) is P(v_m | v_rest, D_m) and the joint P(v) is
-P(v | D), its Z computed once per distinct length (tuple) in the data. Their probabilities are
-those of the document as a word sequence, Ẑ summing over the ordered sequences of length D
-(:mod:`mmvi.evaluation.partition`): −log P is in nats per document; that of the count vector
-alone is smaller by log of the multinomial coefficient D! / Π_i v_i!.
-
-Metrics (nats per example, mean over the examples used): ``cond_nll/<m>_given_rest``,
-``cond_nll/vi`` (their sum over modalities) and ``nll``; each with ``…_stderr``, the AIS standard
-error of that mean given the examples (0.0 when exact): per-example AIS estimates are independent,
-so se(mean) = √(Σ_b se_b²) / B; the joint's log Z is shared by all examples (by all examples of a
-length u with replicated softmax, which then gives se(nll) = √(Σ_u (B_u/B)² se_u²)).
+Eq. (4.1)–(4.2) of docs/design.md §4.1, with F̂, Ẑ of the conditional RBM
+(:mod:`mmvi.evaluation.partition`), exact or AIS, free energies in float64. Bernoulli test data
+are binarised once by :func:`binarize` (fixed-seed draws); replicated-softmax modalities are
+conditioned on their lengths (nats per document as a word sequence). Metrics
+``cond_nll/<m>_given_rest``, ``cond_nll/vi``, ``nll``, each with ``…_stderr`` (the AIS standard
+error of the mean; 0.0 when exact).
 """
 
 from __future__ import annotations
@@ -187,7 +168,7 @@ def likelihood_metrics(
     Uses the first ``n_examples`` examples (None = all), binarises the Bernoulli modalities with
     ``binarize_seed`` (None = use as given; the counts of replicated-softmax modalities are never
     binarised), and draws all AIS randomness from one generator seeded with ``seed``.
-    Replicated-softmax modalities are evaluated given their document lengths (module docstring):
+    Replicated-softmax modalities are evaluated given their document lengths (docs/design.md §4.1):
     nats per document. Modalities of unit types the estimators do not support (none of the data
     unit types) are skipped with a warning (and so are ``vi`` and ``nll``).
     """

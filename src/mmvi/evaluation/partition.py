@@ -1,54 +1,12 @@
 """Partition functions of multimodal RBMs: exact enumeration and annealed importance sampling.
 
-Both the joint model and the conditional model of some modalities given the others are handled
-as one object, a *free view*: the RBM over the free modalities whose hidden bias is
-
-    ĉ = c + Σ_{m' clamped} W_{m'}ᵀ v_{m'}                      (per example when clamped)
-
-(``model.hidden_input`` of the clamped modalities, so a replicated-softmax modality scales c).
-Its free energy and partition function are
-
-    F̂(v_free; ĉ) = Σ_{m free} E_m(v_m) − Σ_k softplus(ĉ_k + Σ_{m free} (W_mᵀ v_m)_k)
-    Ẑ(ĉ)         = Σ_{v_free} exp(−F̂(v_free; ĉ))
-
-so that −F(v) = −Σ_{m' clamped} E_{m'}(v_{m'}) − F̂(v_free; ĉ) and
-log P(v_free | v_clamped) = −F̂(v_free; ĉ) − log Ẑ(ĉ). With nothing clamped, ĉ = c and Ẑ = Z.
-
-Replicated softmax (Salakhutdinov & Hinton 2009) conditions on the document length: a free
-replicated-softmax modality m has per-example lengths D_n (``lengths``), its states are the
-documents of exactly D_n words, and the hidden bias is scaled by the document length, ĉ = c·D +
-Σ_{clamped} W_{m'}ᵀ v_{m'} (as :meth:`MultimodalRBM.hidden_bias`). Ẑ sums over the ordered word
-sequences of length D (the convention of the RSM paper; the energy −bᵀv of
-:class:`~mmvi.models.units.SoftmaxUnits` is that of any sequence with count vector v), so
-
-    Σ_{sequences of length D} exp(vᵀa) = Σ_{count vectors v, Σv = D} (D; v) exp(vᵀa) = exp(D·logsumexp(a))
-
-and −log P(v_m | ·) = F̂ + log Ẑ is the negative log-probability, in nats per document, of the
-document as a word sequence given its length; the probability of the count vector alone is larger
-by the multinomial coefficient (D; v) = D! / Π_i v_i!. Z of the joint depends on the lengths: one
-per distinct length (tuple, with several replicated-softmax modalities).
-
-Exact: enumerate the hidden states, log Ẑ = logsumexp_h [ĉᵀh + Σ_{m free} log Σ_{v_m} exp(−E_m(v_m)
-+ v_mᵀW_m h)] (D_n·logsumexp(b_m + W_m h) for replicated softmax: a per-example term), or the free
-(Bernoulli) visible states, log Ẑ = logsumexp_v [−F̂(v; ĉ)]; the cheaper side is used.
-
-AIS (Salakhutdinov & Murray 2008): base-rate model A with visible biases b_A (logit of the data
-means), no weights, hidden bias 0; for a conditional, b_A may instead be per example (the logit of
-the model's mean-field prediction of v_free, :func:`meanfield_base_mean`: any factorial base gives
-an unbiased estimate of Ẑ, one close to the target a much smaller variance). A replicated-softmax
-modality's base model is a multinomial of the document's length, v ~ Multinomial(D, softmax(b_A)),
-b_A the log word probabilities (of the data's word frequencies or of the mean-field prediction),
-log Z_A = D·logsumexp(b_A). The intermediate
-distributions interpolate the joint energies,
-E_β(v, h) = (1 − β) E_A(v) + β Ê(v, h), so that, summing out h,
-
-    log p*_β(v) = −(1 − β) E_A(v) − β E_free(v) + Σ_k softplus(β (ĉ_k + Σ_m (W_mᵀ v_m)_k))
-
-with p*_0 the base model (log Z_0 = log Z_A + H log 2, analytic) and p*_1 = exp(−F̂). One
-transition at β is one Gibbs sweep: h ~ σ(β a(v)), v_m ~ units_m((1 − β) b_A,m + β (b_m + W_m h))
-(for replicated softmax Multinomial(D, softmax(·)): each chain keeps its document's length).
-Runs start from exact samples of the base model; log w = Σ_k [log p*_{β_k}(v_{k−1}) −
-log p*_{β_{k−1}}(v_{k−1})] and log Ẑ ≈ log mean_runs exp(log w).
+The joint and every conditional are one object, a *free view*: the RBM over the free modalities
+with hidden bias ĉ = c + Σ_clamped W_m'ᵀv_m' (per example when clamped), free energy F̂ and
+partition function Ẑ of eq. (4.3), so log P(v_free | v_clamped) = −F̂ − log Ẑ (docs/design.md
+§4.2). Exact: enumerate the hidden or the free visible states, whichever is cheaper. AIS
+(Salakhutdinov & Murray 2008): from a factorial base model along eq. (4.4), one Gibbs sweep per β,
+batched over examples × runs. Replicated softmax: states are documents of the example's length D,
+Ẑ sums over word sequences (exp(D·logsumexp(a))), Z once per distinct length.
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """Evaluation after fit: the paper's Table 1 protocol plus the likelihood and retrieval measures.
 
-Metric names are those of DESIGN.md §4 (stable; the comparison report reads them):
+Metric names are those of docs/design.md §4 (stable; the comparison report reads them):
 ``classify/err_<query>`` (single-label, percent) or ``classify/map_<query>`` and
 ``classify/precision_at_50_<query>`` (multi-label), queries ``multimodal``, ``<m>`` and, with three
 or more modalities, ``no_<m>`` (:func:`mmvi.evaluation.representations.query_types`);
@@ -150,7 +150,7 @@ INFERENCE_MODES = ("native", "converged")
 def inference_steps(
     inference: str, native_steps: int | None, mf_steps: int, mf_tol: float | None
 ) -> tuple[int, float | None]:
-    """Mean-field steps and tolerance that infer a missing modality (PAPER.md §2, evaluation).
+    """Mean-field steps and tolerance that infer a missing modality (docs/paper.md §2, evaluation).
 
     ``native``: the model's own inference, ``native_steps`` fixed steps (the objective's T for
     MP, the reference's 10 for the likelihood-based objectives, the fine-tuned T of a deep model);

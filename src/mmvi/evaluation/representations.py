@@ -1,6 +1,6 @@
 """Joint representations of a split, from all modalities, each modality alone, and all but one.
 
-Representation = mean-field hidden probabilities (PAPER.md §2): with all modalities
+Representation = mean-field hidden probabilities (docs/paper.md §2): with all modalities
 h = σ(c + Σ_m W_mᵀ v_m); with some missing, those are inferred by mean-field first.
 
 Query types (the ``<query>`` of ``classify/err_<query>`` and ``retrieval/map_<query>``):

@@ -1,26 +1,11 @@
-"""Retrieval measures: mean average precision and precision@k by cosine similarity (DESIGN §4).
+"""Retrieval measures: mean average precision and precision@k by cosine similarity (docs/design.md §4).
 
-Every query is ranked against the whole database by cosine similarity of representations (float32,
-clamped to [−1, 1]); a database item is relevant when it shares at least one label with the query
-(multi-hot labels; single-label data are one-hot). With ``exclude_self`` (query set = database)
-the query itself is removed from its own ranking. For a query with R relevant items at ranks
-ρ_1 < … < ρ_R (1-based, among all ranked items),
-
-    AP  = (1/R) Σ_j j / ρ_j                    (mean over relevant items of precision at their rank)
-    P@k = #{j : ρ_j ≤ k} / k
-
-and mAP is the mean of AP over queries. A query with no relevant item scores 0 for both (as
-torchmetrics' ``empty_target_action="neg"``).
-
-Ties: items with equal scores are ranked non-relevant first (a pessimistic rule: neither measure
-can gain from ties, and a constant representation gets no credit). Ties are exact float32
-equalities of the cosine scores.
-
-Implementation (no full argsort, no gather): each score is mapped to its order-preserving 32-bit
-integer, shifted left one bit, and the free low bit set to 1 for non-relevant items; one
-``numpy.sort`` per row (SIMD int32 sort) then yields the ranking and the relevance of every
-rank at once. Work is done in chunks of ``chunk_size`` queries, so memory is O(chunk_size · N_db),
-on ``torch.get_num_threads()`` worker threads (numpy's sort releases the GIL).
+Every query is ranked against the database by cosine similarity (float32, clamped to [−1, 1]); an
+item is relevant when it shares a label with the query; ``exclude_self`` removes the query from
+its own ranking. AP and P@k as eq. (4.5) of docs/design.md §4.3; a query with no relevant item
+scores 0 (torchmetrics' ``empty_target_action="neg"``); ties rank non-relevant items first. The
+ranking is one integer sort per row (:func:`_ranked_relevance`), in chunks of queries on worker
+threads (:func:`per_query_retrieval`).
 """
 
 from __future__ import annotations
@@ -51,7 +36,10 @@ def relevance(query_labels: Tensor, db_labels: Tensor) -> Tensor:
 def _ranked_relevance(scores: np.ndarray, relevant: np.ndarray, self_cols: np.ndarray | None) -> np.ndarray:
     """Bool (Q, N): row i, column t = relevance of the item ranked N − t (ascending order of keys).
 
-    ``scores`` (float32) is overwritten by the keys.
+    No full argsort, no gather: each score is mapped to its order-preserving 32-bit integer,
+    shifted left one bit, with the free low bit set to 1 for non-relevant items, so one
+    ``numpy.sort`` per row (a SIMD int32 sort) gives the ranking and the relevance of every rank at
+    once, ties ranked non-relevant first. ``scores`` (float32) is overwritten by the keys.
     """
     scores += np.float32(0.0)  # −0.0 → +0.0
     key = scores.view(np.int32)
@@ -116,7 +104,11 @@ def per_query_retrieval(
     chunk_size: int = 256,
     n_workers: int | None = None,
 ) -> tuple[Tensor, Tensor]:
-    """Per-query AP and P@k (float64 (Q,)); see the module docstring for the definitions."""
+    """Per-query AP and P@k (float64 (Q,)); see docs/design.md §4.3 for the definitions.
+
+    Chunks of ``chunk_size`` queries (memory O(chunk_size · N_db)) on ``n_workers`` threads
+    (default ``torch.get_num_threads()``; numpy's sort releases the GIL).
+    """
     _check(query_reps, db_reps, query_labels, db_labels, k)
     Q = query_reps.shape[0]
     if exclude_self and Q != db_reps.shape[0]:

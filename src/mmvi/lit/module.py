@@ -1,6 +1,6 @@
 """LightningModule wiring a multimodal model, an objective and the paper's SGD schedule.
 
-Optimisation (PAPER.md §2): SGD with momentum (``momentum_initial`` for the first
+Optimisation (docs/paper.md §2): SGD with momentum (``momentum_initial`` for the first
 ``momentum_switch_epoch`` epochs, then ``momentum``; dampened as the reference with
 ``momentum_dampening``), learning rate ε_t = ε/(1 + d·t) with t the epoch counted from 1, L2 weight
 decay on the weights only. Per step only what must be: the objective, the finiteness checks (one
@@ -146,7 +146,7 @@ class MultimodalLitModule(pl.LightningModule):
         """Learning rate, momentum and dampening of the current epoch into the optimiser.
 
         With ``optim.momentum_dampening`` the velocity is u ← μu + (1 − μ)g (dampening = μ), the
-        reference code's update (PAPER.md §2), whose steady-state step is ε·g; otherwise u ← μu + g.
+        reference code's update (docs/paper.md §2), whose steady-state step is ε·g; otherwise u ← μu + g.
         Called once per epoch and after a learning-rate back-off, not per step.
         """
         epoch = self.current_epoch

@@ -1,61 +1,11 @@
 """Multimodal deep Boltzmann machine (Srivastava & Salakhutdinov, NIPS 2012): the deep NLL arm.
 
-The MDRNN's pathways and joint layer (:class:`~mmvi.models.deep.PathwayStack`) read as one deep
-Boltzmann machine. Modality m's pathway is a chain of layers x_m⁰ = v_m, x_m¹, …, x_mᴸ (L = L_m ≥ 0
-hidden layers) whose top layer connects to the joint layer h:
-
-    E(x) = Σ_m [ E_m(v_m; a_m⁰) − Σ_{l=1..L} ( s_m,l a_mˡᵀ x_mˡ + x_mˡ⁻¹ᵀ W_mˡ x_mˡ ) − x_mᴸᵀ W_mᴶ h ] − cᵀh
-
-with E_m the visible unit type's energy term (:mod:`mmvi.models.units`) and s_m,1 the document
-length D of a replicated-softmax modality (1 otherwise). A stepped-sigmoid layer counts its N
-binary copies and adds their parameter-free offset term Σ_i (i − ½) t_i, which :meth:`energy`
-leaves out (as :meth:`MultimodalRBM.energy` does); :meth:`log_unnormalized` includes it. Every layer
-given its neighbours is its unit type's conditional of the total input
-(:meth:`MultimodalDBM.node_input`): a_mˡ + W_mˡᵀ x_mˡ⁻¹ + W_mˡ⁺¹ x_mˡ⁺¹ (W_mᴸ⁺¹ = W_mᴶ, x_mᴸ⁺¹ = h).
-
-The graph is a tree, so it is bipartite: the layers at even distance from h (h included) form one
-block and those at odd distance the other; each block is conditionally independent given the
-other, which both mean-field and Gibbs sampling update block by block, odd block first.
-
-**Parameters** are those of the pre-training RBMs (:class:`PretrainRBM`, one per stage of the
-deep pipeline), composed by Salakhutdinov & Hinton's rule (below): W_mˡ = ``layers[m][l-1].W[m]``,
-W_mᴶ = ``top.W[m]``, c = ``top.c``, a_m⁰ = ``layers[m][0].b[m]`` (``top.b[m]`` when L = 0) and, for
-a hidden pathway layer, the sum of its two RBM biases a_mˡ = ``layers[m][l-1].c`` + (the visible
-bias of the RBM above it). :meth:`MultimodalDBM.compose` moves that second half into the first so
-that joint training updates one bias per layer (:meth:`MultimodalDBM.dbm_parameters`).
-
-**Pre-training with doubled inputs** (Salakhutdinov & Hinton, AISTATS 2009, §3.1 and Fig. 2;
-Salakhutdinov & Hinton, Neural Computation 24(8), 2012, the greedy pre-training of DBMs with more
-than two hidden layers; Salakhutdinov's reference code ``rbm.m``, ``rbm_l2.m``, ``dbm_mf.m``). In the DBM a layer with two neighbours receives input from both,
-but a greedy RBM sees only one of them; each pre-training RBM doubles the input of a layer that
-will have a second neighbour, so that the RBM's conditionals match the DBM's when the two halves
-are added. An RBM between a lower layer a and an upper layer b is trained with
-
-    P(b | a) = f_b(κ_up (c + Wᵀa)),        P(a | b) = f_a(κ_down (b_a + W b)),
-
-    κ_up = 2 if b will have a neighbour above (every pathway layer), 1 for the joint layer;
-    κ_down = 2 if a will have a neighbour below (a hidden pathway layer), 1 for data.
-
-So the bottom RBM of a pathway has 2W bottom-up (and 2c; "two copies of the visible vector", the
-reference's ``2*vishid``, ``2*hidbiases``), the joint RBM has 2W top-down into the pathway tops
-(and 2b; "two copies of the hidden layer", ``rbm_l2.m``: ``2*vishid'``, ``2*visbiases``), and an
-intermediate RBM (both layers with two neighbours) doubles both directions — the same model as a
-standard RBM with parameters (W', b', c') = 2(W, b, c), whose weights are halved when composing
-the DBM (the rule for intermediate layers; the reference code covers two hidden layers only). The
-learnt W is therefore already the DBM's weight, and a layer's DBM bias
-is the sum of its halves from the RBM below and the RBM above (``dbm_mf.m``:
-``hidbiases = hidbiases + visbiases_l2``). A modality without pathway layers connects to the joint
-layer directly and is not doubled.
-
-**Inference** (:meth:`MultimodalDBM.mean_field`): the unknown layers start from a bottom-up pass
-with doubled inputs (``mf.m``: ``σ(2Wᵀv + b)``) for the given pathways, the joint layer from the
-given pathway tops scaled by s = 1 + (missing top units)/(given top units) (:meth:`missing_scale`
-of the joint RBM), and a top-down pass with doubled inputs for missing pathways; then block
-updates μ_n ← E_n[x | inputs of the neighbours' means] for a fixed number of steps (or until the
-mean absolute change is below ``tol``). The joint representation is the joint layer's mean-field
-mean — with every modality given this is mean-field over all hidden layers, not a feed-forward
-pass. The exposed interface is the one the evaluation protocol uses (``names``, ``sizes``,
-``units``, ``c``, ``representation``, ``infer_missing``, ``visible_input``).
+The MDRNN's pathways and joint layer (:class:`~mmvi.models.deep.PathwayStack`) read as one DBM:
+energy (2.7), the two-block (even/odd distance from the joint layer) structure, pre-training with
+doubled inputs (2.8; :class:`PretrainRBM`, Salakhutdinov & Hinton, AISTATS 2009, §3.1), the
+composition rule (:meth:`MultimodalDBM.compose`) and mean-field inference
+(:meth:`MultimodalDBM.mean_field`): docs/design.md §2.5. :meth:`energy` leaves out a
+stepped-sigmoid layer's parameter-free offset term, :meth:`log_unnormalized` includes it.
 """
 
 from __future__ import annotations
@@ -119,7 +69,7 @@ def unscaled(units):
 
 
 class PretrainRBM(MultimodalRBM):
-    """RBM of greedy DBM pre-training with doubled inputs (module docstring; S&H 2009 §3.1).
+    """RBM of greedy DBM pre-training with doubled inputs (docs/design.md §2.5; S&H 2009 §3.1).
 
         E[h | v] = f(κ_up (c·D + Σ_m W_mᵀ v_m)),        E[v_m | h] = g_m(κ_m (b_m + W_m h)),
         F(v)     = Σ_m E_m(v_m) − (1/κ_up) Σ_k log Σ_h exp(h κ_up x_k)
@@ -190,7 +140,7 @@ class Node:
 
 
 class MultimodalDBM(PathwayStack):
-    """The pathways and joint layer as one deep Boltzmann machine (module docstring).
+    """The pathways and joint layer as one deep Boltzmann machine (docs/design.md §2.5).
 
     Args: those of :class:`~mmvi.models.deep.PathwayStack`, and
         mf_steps: mean-field steps of the positive phase and of the model's own (native) inference
@@ -229,7 +179,7 @@ class MultimodalDBM(PathwayStack):
         self.node = {n.name: n for n in nodes}
 
     def configure_layers(self) -> None:
-        """Pre-training RBMs with the doubled inputs of DBM pre-training (module docstring)."""
+        """Pre-training RBMs with the doubled inputs of DBM pre-training (docs/design.md §2.5)."""
         for m, configs in self.layer_configs.items():
             for i, cfg in enumerate(configs):
                 cfg.update(_target_=PRETRAIN_TARGET, up_factor=2.0, down_factors={m: 1.0 if i == 0 else 2.0})
@@ -267,7 +217,14 @@ class MultimodalDBM(PathwayStack):
 
     @torch.no_grad()
     def compose(self) -> None:
-        """Move the upper half of every hidden pathway layer's bias into the lower one (DBM unchanged)."""
+        """Move the upper half of every hidden pathway layer's bias into the lower one (DBM unchanged).
+
+        The DBM's parameters are the pre-training RBMs' (one per pipeline stage): W_mˡ =
+        ``layers[m][l-1].W[m]``, W_mᴶ = ``top.W[m]``, c = ``top.c``, a_m⁰ = ``layers[m][0].b[m]``
+        (``top.b[m]`` when L = 0), and a hidden pathway layer's bias a_mˡ = ``layers[m][l-1].c`` +
+        the visible bias of the RBM above it (the reference's ``dbm_mf.m``: ``hidbiases +
+        visbiases_l2``); after this call joint training updates one bias per layer.
+        """
         for m in self.names:
             for k in range(1, self.depth[m] + 1):
                 upper = self._upper_bias(m, k)
@@ -348,7 +305,7 @@ class MultimodalDBM(PathwayStack):
 
     # ----------------------------------------------------------------- energy
     def energy(self, state: Mapping[str, Tensor]) -> Tensor:
-        """E(x) per example for a state ``{layer name: (B, size)}`` of every layer (module docstring)."""
+        """E(x) per example for a state ``{layer name: (B, size)}`` of every layer (docs/design.md §2.5)."""
         e: Tensor | float = 0.0
         for node in self.nodes:
             x = state[node.name]
@@ -402,7 +359,7 @@ class MultimodalDBM(PathwayStack):
 
     # ------------------------------------------------------------ mean-field
     def initial_state(self, given: Mapping[str, Tensor]) -> dict[str, Tensor]:
-        """Start of mean-field (module docstring): doubled bottom-up and top-down passes."""
+        """Start of mean-field (docs/design.md §2.5): doubled bottom-up and top-down passes."""
         self.check_visibles(given)
         if not given:
             raise ValueError("mean-field needs at least one given modality")
@@ -463,7 +420,7 @@ class MultimodalDBM(PathwayStack):
         """Mean-field state ``{layer: means}`` of every layer given the modalities in ``given``.
 
         ``steps`` defaults to ``mf_steps``; the given modalities are clamped, every other layer
-        (hidden layers and missing modalities) is updated (module docstring).
+        (hidden layers and missing modalities) is updated (docs/design.md §2.5).
         """
         state = self.initial_state(given)
         free = [n.name for n in self.nodes if not (n.visible and n.modality in given)]

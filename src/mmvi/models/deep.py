@@ -1,23 +1,10 @@
-"""Deep multimodal model (MDRNN, PAPER.md §3): modality pathways of RBM layers under one joint layer.
+"""Deep multimodal model (MDRNN, docs/paper.md §3): modality pathways of RBM layers under one joint layer.
 
 Pathway m is a stack of single-modality RBMs v_m → h_m¹ → … → h_mᴸ; the joint layer is a
-:class:`MultimodalRBM` over the pathway tops {h_mᴸ}. With tied weights, mean-field inference is
-a recurrent network (the MDRNN):
-
-    up_m(x)   = f_L(c_L + W_Lᵀ … f_1(c_1 + W_1ᵀ x))                  (pathway means, bottom-up)
-    down_m(h) = b_1 + W_1 g_2(b_2 + W_2 … g_top(b_top,m + W_top,m h))  (visible input, top-down)
-
-where f_l is layer l's hidden mean and g the mean of the unit type one layer down. Given the
-modalities G and missing ones M:
-
-    h⁰     = σ(c + s·Σ_{m∈G} W_top,mᵀ up_m(v_m))           s = 1 + Σ_M n_m / Σ_G n_m (top sizes)
-    v_mᵗ   = E_m[v | down_m(hᵗ⁻¹)]  for m ∈ M (observed units of m kept at their data values)
-    hᵗ     = σ(c + Σ_m W_top,mᵀ up_m(v_mᵗ))                t = 1..T
-
-so T = 0 is the feed-forward pass. Representations are the joint means h (all modalities given:
-the feed-forward pass; missing ones: hᵀ). The model exposes the interface the evaluation
-protocol uses: ``names``, ``sizes``, ``units``, ``c``, ``representation``, ``infer_missing``,
-``visible_input``.
+:class:`MultimodalRBM` over the pathway tops. With tied weights, mean-field inference is a
+recurrent network, eq. (2.6) of docs/design.md §2.4 (T = 0: the feed-forward pass); the
+representation is the joint mean. The model exposes the interface the evaluation protocol uses:
+``names``, ``sizes``, ``units``, ``c``, ``representation``, ``infer_missing``, ``visible_input``.
 """
 
 from __future__ import annotations
@@ -189,7 +176,7 @@ class MDRNN(PathwayStack):
         tol: float | None = None,
         bptt_steps: int | None = None,
     ) -> tuple[dict[str, Tensor], Tensor]:
-        """Unrolled mean-field loop for the modalities absent from ``given`` (module docstring).
+        """Unrolled mean-field loop for the modalities absent from ``given`` (docs/design.md §2.4).
 
         ``observed[m] = (mask, values)`` keeps the units of a missing modality m where mask = 1 at
         their values. Stops after ``steps`` updates of h or when the mean absolute change of the

@@ -1,4 +1,4 @@
-"""Multimodal RBM: named visible modalities sharing one binary hidden layer (DESIGN.md §2).
+"""Multimodal RBM: named visible modalities sharing one binary hidden layer (docs/design.md §2).
 
     E(v, h) = Σ_m E_m(v_m) − Σ_m v_mᵀ W_m h − cᵀh
     F(v)    = Σ_m E_m(v_m) − Σ_k softplus(c_k + Σ_m (W_mᵀ v_m)_k)
@@ -137,7 +137,7 @@ class MultimodalRBM(nn.Module):
         """c·D + Σ_m s_m W_mᵀ v_m over the modalities present in ``v``.
 
         ``scale`` multiplies a modality's input (to stand in for missing modalities,
-        PAPER.md §2); a replicated-softmax modality scales the hidden bias by its length D.
+        docs/paper.md §2); a replicated-softmax modality scales the hidden bias by its length D.
         """
         return self.bottom_up(v, scale, start=self.hidden_bias(v))
 
@@ -258,7 +258,7 @@ class MultimodalRBM(nn.Module):
         """Scale of each given modality's hidden input standing in for missing units.
 
         s = 1 + (number of missing visible units) / (number of given visible units);
-        for two equal halves with one missing this is 2 (PAPER.md §2: s = 1 + 1 − p).
+        for two equal halves with one missing this is 2 (docs/paper.md §2: s = 1 + 1 − p).
         ``missing_units`` overrides the count of missing units per missing modality.
         """
         given = list(given)
@@ -278,7 +278,7 @@ class MultimodalRBM(nn.Module):
         scale_init: bool = True,
         lengths: Mapping[str, Tensor] | None = None,
     ) -> tuple[Visibles, Tensor]:
-        """Mean-field inference of the modalities absent from ``given`` (PAPER.md §2, evaluation).
+        """Mean-field inference of the modalities absent from ``given`` (docs/paper.md §2, evaluation).
 
         h₀ = E[h | s·Σ_given W_mᵀ v_m] (s from :meth:`missing_scale` if ``scale_init``), then
         ``steps`` updates v_miss ← E[v_miss | h]; h ← E[h | v] (stopping early once the mean

@@ -1,19 +1,10 @@
-"""Objective interface: turn a model and a batch into one scalar loss (DESIGN.md §3).
+"""Objective interface: turn a model and a batch into one scalar loss (docs/design.md §3).
 
-An objective's loss is a surrogate whose gradient is the estimator; samples are detached.
-
-Two things every objective may add, as the reference code does (PAPER.md §2):
-
-* **dynamic binarisation** (``binarize_data``): the likelihood-based estimators train on a fresh
-  Bernoulli draw x ~ Bernoulli(v) of each mini-batch of Bernoulli modalities, drawn from the
-  global RNG (which the training module re-seeds every epoch, so a resumed run draws the same);
-* **sparsity** with weight λ and target q, in one of two forms:
-
-  - ``exact``: λ·Σ_k CE(q, p̄_k) with p̄ the batch mean of the hidden probabilities (clipped to
-    [1e-6, 1 − 1e-6]), differentiated through every parameter; an objective with several
-    predictions (MP: one per direction) adds one penalty per prediction;
-  - ``running_average``: q̄ ← 0.9·q̄ + 0.1·p̄ (a checkpointed buffer, starting at 0), and the
-    hidden biases alone get the gradient λ·(q̄ − q) (surrogate λ·Σ_k (q̄_k − q)·c_k).
+An objective's loss is a surrogate whose gradient is the estimator; samples are detached. Every
+objective may add, as the reference code does (docs/paper.md §2), dynamic binarisation
+(``binarize_data``: a fresh Bernoulli draw of each batch from the global RNG, which the training
+module re-seeds every epoch) and a sparsity penalty of weight λ and target q in the form
+``exact`` or ``running_average`` (docs/design.md §3.6).
 """
 
 from __future__ import annotations
@@ -29,7 +20,7 @@ from mmvi.models.mrbm import MultimodalRBM
 from mmvi.models.units import bernoulli
 
 # mean-field steps the reference code uses at test time for models trained by a likelihood-based
-# estimator (PAPER.md §2, "Test-time mean-field steps")
+# estimator (docs/paper.md §2, "Test-time mean-field steps")
 REFERENCE_TEST_MF_STEPS = 10
 SPARSITY_FORMS = ("exact", "running_average")
 RUNNING_AVERAGE_DAMPING = 0.9
@@ -54,7 +45,7 @@ class Objective(nn.Module, ABC):
     Args:
         sparsity_weight: weight λ of the sparsity penalty (0 disables it).
         sparsity_target: target mean activation q of the hidden units.
-        sparsity_form: ``exact`` or ``running_average`` (module docstring).
+        sparsity_form: ``exact`` or ``running_average`` (docs/design.md §3.6).
         binarize_data: train on a fresh Bernoulli draw of each batch's Bernoulli modalities.
     """
 

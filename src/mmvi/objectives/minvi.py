@@ -1,18 +1,11 @@
-"""Minimum variation of information (MinVI): maximise Σ_m log P(v_m | v_rest) (DESIGN.md §3).
+"""Minimum variation of information (MinVI): maximise Σ_m log P(v_m | v_rest) (docs/design.md §3).
 
 Three estimators, each run for every direction (modality m predicted from the others):
-
-* :class:`ConditionalCD` (``minvi_ccd``): clamp v_rest, k Gibbs steps over (v_m, h) from the data;
-  loss += F(v) − F(v_m^model, v_rest).
-* :class:`CDPercLoss` (``minvi_cdpl``, PAPER.md §2): the chain starts from a prediction given
-  v_rest only (hidden input scaled up for the missing v_m); the negative v_m is, per example, the
-  lowest-free-energy state seen along the chain; each direction's negative term weighted 1/M.
-* :class:`MultiPrediction` (``minvi_mp``, PAPER.md §2): hide v_m except a random observed
-  fraction, T mean-field updates, loss = −log p(true unobserved units | predicted means),
-  back-propagated through the last K steps (K grows by one every ``grow_every`` epochs).
-
-The two sampling estimators form their negative statistics from the hidden input their chain
-computed for the kept state (:meth:`MultimodalRBM.mean_free_energy_given_input`).
+:class:`ConditionalCD` (``minvi_ccd``, docs/design.md §3.2), :class:`CDPercLoss` (``minvi_cdpl``,
+§3.3, docs/paper.md §2) and :class:`MultiPrediction` (``minvi_mp``, §3.4: mask, scaled start,
+T mean-field updates, loss on the unobserved units, truncated back-propagation). The two sampling
+estimators form their negative statistics from the hidden input their chain computed for the kept
+state (:meth:`MultimodalRBM.mean_free_energy_given_input`).
 """
 
 from __future__ import annotations
@@ -124,7 +117,7 @@ class MultiPrediction(Objective):
         p_modality: if > 0, generalised mask over any number of modalities: in each direction,
             every other modality is also hidden whole with this probability.
         hidden_clamp: ε; binary hidden means are clamped to [ε, 1 − ε] inside the unrolled loop
-            (PAPER.md §2; null: no clamp).
+            (docs/paper.md §2; null: no clamp).
     """
 
     constraints = {

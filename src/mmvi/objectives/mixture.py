@@ -1,4 +1,4 @@
-"""Mixture of objectives: loss = α·MinVI + (1 − α)·NLL (DESIGN.md §3, PAPER.md ``hybrid``)."""
+"""Mixture of objectives: loss = α·MinVI + (1 − α)·NLL (docs/design.md §3, docs/paper.md ``hybrid``)."""
 
 from __future__ import annotations
 
@@ -16,7 +16,7 @@ class Mixture(Objective):
 
     Each part is computed as on its own (its data preparation, e.g. the NLL part's dynamic
     binarisation, and its own sparsity form and weight) and weighted by its mixture weight, as the
-    reference's hybrid does (PAPER.md §2: the MP part's exact sparsity ×α, the PCD part's
+    reference's hybrid does (docs/paper.md §2: the MP part's exact sparsity ×α, the PCD part's
     running-average sparsity ×(1 − α)); sparsity is therefore set on the parts.
 
     Raises:

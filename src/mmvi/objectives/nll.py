@@ -1,19 +1,12 @@
-"""Maximum likelihood of the joint (NLL): CD-k and PCD-k (DESIGN.md §3).
+"""Maximum likelihood of the joint (NLL): CD-k and PCD-k (docs/design.md §3.1).
 
     loss = mean F(v_data) − mean F(v_model)        (v_model constant)
 
-``v_model`` is the visible state after k block-Gibbs steps h → v → h started at the data's
-hidden sample (CD) or at persistent chains (PCD; kept in hidden space, as the reference code
-does, as module buffers: checkpointed and, under DDP with ``broadcast_buffers=False``, per rank).
-Each step ends with the hidden input of the new visible state, which is exactly what the negative
-statistics −∂F(v_model) need (:meth:`MultimodalRBM.mean_free_energy_given_input`), so the
-negative phase costs one product per step and modality plus one for the statistics.
-
-A replicated-softmax modality keeps each chain's document length: CD chains the data's, PCD
-chains lengths drawn (once, at chain initialisation) from the first batch's lengths.
-
-PCD Gibbs-step ramp of the reference code (PAPER.md §2): ``k_schedule=ramp`` uses
-k_t = min(1 + ⌊(t − 1)/10⌋, k) in epoch t (counted from 1); ``fixed`` uses k throughout.
+``v_model`` comes from k block-Gibbs steps from the data (CD) or from persistent chains kept in
+hidden space as module buffers (PCD: checkpointed; per rank under DDP with
+``broadcast_buffers=False``); the negative statistics reuse the last step's hidden input, one
+product per step and modality. ``k_schedule=ramp`` is the reference's ramp
+k_t = min(1 + ⌊(t − 1)/10⌋, k) (docs/paper.md §2); ``fixed`` uses k throughout.
 """
 
 from __future__ import annotations
@@ -38,7 +31,7 @@ class ContrastiveDivergence(Objective):
         k: Gibbs steps per update (the maximum of the ramp).
         persistent: keep ``n_chains`` persistent chains (PCD) instead of restarting at the data.
         n_chains: number of persistent chains (paper: 500).
-        k_schedule: ``fixed`` or ``ramp`` (module docstring).
+        k_schedule: ``fixed`` or ``ramp`` (docs/design.md §3.1).
     """
 
     constraints = {"k": INT1, "persistent": Flag(), "n_chains": INT1, "k_schedule": Options(K_SCHEDULES)}

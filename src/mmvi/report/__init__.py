@@ -1,16 +1,10 @@
 """The comparison report of a sweep: collect runs, aggregate over seeds, tables, plots, HTML.
 
-Entry point: ``python -m mmvi.compare <multirun folder(s)>`` (:mod:`mmvi.compare`).
-
-* :mod:`.collect` — ``results.json`` files (or wandb runs) into completed, running and skipped runs,
-  a configuration = the choices + the recorded result-defining settings;
-* :mod:`.tables` — runs table, mean ± std over seeds per configuration, Markdown/CSV;
-* :mod:`.curves` — per-epoch learning curves from each run's CSV log (deep-pipeline stages in order);
-* :mod:`.plots` — bar plots by objective, line plots along swept numeric axes, learning curves (PNG);
-* :mod:`.stats` — paired statistics: two-level bootstrap interval, p, d_z, Holm/BH;
-* :mod:`.paired` — the paired-comparison table and forest plots from per-item records;
-* :mod:`.paper` — the paper's figures beside ours and the Table 1 claim check;
-* :mod:`.html` — one static ``index.html``;
-* :mod:`.watch` — ``--watch``: follow a running sweep, rewrite the report when a run changes;
-* :mod:`.wandb_source` — optional: runs read from the wandb API.
+Entry point: ``python -m mmvi.compare <multirun folder(s)>`` (:mod:`mmvi.compare`). Modules:
+:mod:`.collect` (runs from ``results.json`` files or wandb: completed, running, skipped),
+:mod:`.tables` (mean ± std per configuration), :mod:`.curves` (per-epoch learning curves),
+:mod:`.plots` (PNG figures), :mod:`.stats` and :mod:`.paired` (paired
+comparisons from per-item records: interval, p, d_z, Holm/BH; forest plots), :mod:`.paper` (the paper's figures and the Table 1 claim check),
+:mod:`.html` (``index.html``), :mod:`.watch` (``--watch``), :mod:`.wandb_source` (optional wandb
+API source). What the report holds: docs/workflow.md §2.
 """

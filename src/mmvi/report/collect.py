@@ -1,24 +1,13 @@
 """Find runs: every ``results.json`` under sweep folders, split into completed, running and skipped runs.
 
 A run is *completed* only when its ``results.json`` reads as JSON, has ``status: completed`` and
-holds at least one finite metric. Everything else (``failed``, ``running`` = crashed or still
-running, unreadable, no metrics) is kept as a :class:`Skipped` entry with its reason, so that the
-report lists it and never averages it in. Runs whose status is ``running`` are also kept as
-:class:`Run` objects in :attr:`Collection.running` (a report that follows a running sweep shows
-them in their own table).
-
-A run whose ``results.json`` holds a ``divergence`` record (training ran away: epoch, measure,
-value, best, rule, action) is *diverged*. A completed diverged run (action ``warn`` or
-``backoff``) is kept apart in :attr:`Collection.diverged` and never averaged, unless the report
-is asked to include it (``include_diverged``: then it is also among the runs, marked by its
-``divergence``); a failed one (action ``stop``) is skipped like any failed run and also listed
-among the diverged.
-
-A run's *configuration* is what it actually ran: its Hydra choices (data, model, objective,
-experiment) and its recorded result-defining settings (``fingerprint.settings`` of the
-``results.json``, else :func:`mmvi.fingerprint.result_settings` of its recorded ``config``) minus
-the repeat keys (seed, data fold). Two runs with the same labels but different settings are two
-configurations; runs that differ only in resources, paths or logging are one.
+holds at least one finite metric; everything else is a :class:`Skipped` entry with its reason
+(never averaged), and ``running`` runs are also kept in :attr:`Collection.running`. A run whose
+record holds a ``divergence`` is kept apart in :attr:`Collection.diverged` (never averaged unless
+``include_diverged``; a stopped one is skipped and listed among the diverged). A run's
+*configuration* is its Hydra choices plus its recorded result-defining settings (``fingerprint.settings``,
+else :func:`mmvi.fingerprint.result_settings` of its config) minus the repeat keys (seed, data
+fold) (docs/workflow.md §2).
 """
 
 from __future__ import annotations
@@ -39,7 +28,7 @@ from mmvi.run_folder import CONFIG_FILE, RESULTS_FILE, STAGES_DIR
 # Hydra choices that always define a configuration (the columns of the report's tables)
 KEY_CHOICES = ("data", "model", "objective", "experiment")
 # settings that are repeats, not configurations: seeds, and the data folds the paper averages
-# over (PAPER.md §3)
+# over (docs/paper.md §3)
 REPEAT_KEYS = ("seed", "data.fold")
 # overrides that never define a configuration (the legacy grouping of records without a config)
 IGNORED_KEYS = {*REPEAT_KEYS, "sweep_name", "task_name", "ckpt_path", "tags"}

@@ -1,15 +1,10 @@
 """Per-epoch learning curves of a run, read from the CSV logs it writes (or its wandb history).
 
-* A training run (``python -m mmvi.train``) logs to ``<run>/csv/metrics.csv`` (Lightning's
-  ``CSVLogger``; ``csv/version_<n>/metrics.csv`` when the logger is versioned).
-* A deep-pipeline run (``python -m mmvi.deep.pipeline``) logs each stage to
-  ``<run>/stages/<stage>/csv/version_<n>/metrics.csv`` (one version per (re)start). Its curves
-  put the stages one after the other on one *pipeline epoch* axis, in the order they finished
-  (the stage still training last), each measure prefixed by its stage as on wandb:
-  ``pathway/<modality>_<layer>/…``, ``top/…``, ``finetune/<phase>/…``.
-
-A curve keeps, per epoch, the last value logged in that epoch; rows without an epoch (the final
-evaluation) are not curves. Non-finite values are left out (gaps).
+Training runs log to ``<run>/csv/metrics.csv`` (or ``csv/version_<n>/``), deep-pipeline runs per
+stage to ``<run>/stages/<stage>/csv/version_<n>/metrics.csv``; a deep run's stages are put one
+after the other on one pipeline-epoch axis, each measure prefixed by its stage. A curve keeps the
+last value logged per epoch; rows without an epoch and non-finite values are left out
+(docs/workflow.md §2).
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
-"""The paper's figures beside ours (PAPER.md §4) and the check of Table 1's qualitative claim.
+"""The paper's figures beside ours (docs/paper.md §4) and the check of Table 1's qualitative claim.
 
-Table 1's finding (PAPER.md §2): *MinVI, MP above all, gives much lower error from one half than
+Table 1's finding (docs/paper.md §2): *MinVI, MP above all, gives much lower error from one half than
 NLL, at about equal error with both halves.* For each dataset × model of the comparison, every
 objective is represented by its best configuration (lowest one-half error, when a sweep gives it
 several); the one-half error of a run is the mean of its single-modality errors (left, right).
@@ -29,14 +29,14 @@ PASS, FAIL, NO_DATA = "PASS", "FAIL", "not enough data"
 CLAIM = (
     "MinVI, MP above all, gives much lower error from one half than NLL at about equal error with both halves"
 )
-# MIR-Flickr mAP (multimodal query, image-only query), PAPER.md §4
+# MIR-Flickr mAP (multimodal query, image-only query), docs/paper.md §4
 MIRFLICKR = (
     ("Multimodal DBM (Srivastava & Salakhutdinov 2012)", "0.609", "0.531"),
     ("MDRNN, MinVI (Sohn, Shang & Lee 2014)", "0.686", "≈0.6"),
 )
 LITERATURE_NOTE = "recalled from the literature, to be confirmed against the papers"
 BOTH = "classify/err_multimodal"
-# the deep arms are one comparison: the multimodal DBM is the NLL arm of the MDRNN's MinVI (PAPER.md §3)
+# the deep arms are one comparison: the multimodal DBM is the NLL arm of the MDRNN's MinVI (docs/paper.md §3)
 DEEP_MODELS = ("mdrnn", "mdbm")
 DEEP_SCOPE = "mdrnn | mdbm"
 ONE = "one_half"
@@ -262,7 +262,7 @@ def claims_table(claims: list[Claim]) -> TextTable:
 
 
 def mirflickr_table(agg: Aggregate) -> TextTable:
-    """PAPER.md §4's MIR-Flickr mAP beside our ``classify/map_multimodal`` / ``classify/map_image``."""
+    """docs/paper.md §4's MIR-Flickr mAP beside our ``classify/map_multimodal`` / ``classify/map_image``."""
     rows = [[name, multi, image, LITERATURE_NOTE] for name, multi, image in MIRFLICKR]
     keys = ["classify/map_multimodal", "classify/map_image"]
     present = [k for k in keys if k in agg.measures]

@@ -1,14 +1,9 @@
 """Figures of a comparison (PNG, matplotlib's object API with the Agg canvas; no pyplot state).
 
-* per measure, a point plot by configuration (colour = objective): mean with std error bars and
-  each seed's value as a small grey dot;
-* per swept numeric axis (e.g. ``objective.alpha``, ``objective.mask_rate``) and measure, a line
-  plot of the mean (± std) against the axis, one line per objective (and other swept values);
-* per per-epoch measure, learning curves (:func:`curve_plot`): one line per configuration, the
-  mean over seeds with a ± std band against the epoch; runs still training drawn one by one.
-
-Every plot colours objectives alike (:func:`objective_colour`): the NLL family in blues, the
-MinVI family in oranges, the hybrid in purple.
+Point plots per measure by configuration (mean ± std, seeds as grey dots), line plots along swept
+numeric axes (one line per objective), learning curves (:func:`curve_plot`, mean ± std band per
+configuration); objectives coloured alike everywhere (:func:`objective_colour`: NLL blues, MinVI
+oranges, the hybrid purple). See docs/workflow.md §2.
 """
 
 from __future__ import annotations

@@ -80,7 +80,7 @@ def objective_rank(name: str) -> int:
 
 
 def measure_label(name: str) -> str:
-    """Readable column header of a metric name (DESIGN.md §4)."""
+    """Readable column header of a metric name (docs/design.md §4)."""
     if name.endswith("_stderr"):
         return measure_label(name.removesuffix("_stderr")) + " s.e."
     patterns = (

@@ -1,7 +1,7 @@
 """Exact theory on finite tables: eq. S1–S8 identities, Gibbs chains and Theorem 2.1 (float64).
 
 Tables are 2-D arrays ``p[x, y] = P(X = x, Y = y)``; binary states are indexed MSB-first
-(:func:`binary_states`). See the supplement, ``shared/reference/supplementary-material.md``.
+(:func:`binary_states`). The identities and the theorem: docs/design.md §1.
 """
 
 from mmvi.theory.chains import (

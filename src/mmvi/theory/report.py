@@ -2,17 +2,11 @@
 
     python -m mmvi.theory.report <multirun folder> [--out DIR] [--no-wandb]
 
-Collects every ``results.json`` under the folder whose status is ``completed`` and that holds the
-``theory/*`` measures of :func:`mmvi.theory.experiment.evaluate_theorem21` (others are listed as
-skipped), groups runs by objective (plus any other override that varies across the sweep, e.g.
-``model.n_hidden``) and n, and writes, atomically, into ``--out`` (default: the folder):
-
-* ``theorem21.md``: mean ± std over repeats (seeds) of each measure of :data:`MEASURE_KEYS`;
-* ``theorem21.csv``: the same numbers, one column per mean and std; ``theorem21_runs.csv``: one row per run;
-* ``theorem21.png``: :func:`mmvi.theory.plot_theorem21`, with the training sample's own TV for scale.
-
-:class:`Theorem21ReportCallback` runs the report when a Hydra multirun ends (``hydra.callbacks``)
-and logs the figure to an offline wandb run in the sweep folder.
+Completed runs holding the ``theory/*`` measures of
+:func:`mmvi.theory.experiment.evaluate_theorem21`, grouped by objective (and other varying
+overrides) and n, into ``theorem21.md``, ``theorem21.csv``, ``theorem21_runs.csv`` and
+``theorem21.png`` (:func:`mmvi.theory.plot_theorem21`); :class:`Theorem21ReportCallback` runs it
+when a Hydra multirun ends (docs/workflow.md §3).
 """
 
 from __future__ import annotations

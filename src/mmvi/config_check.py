@@ -95,6 +95,10 @@ RULES: list[tuple[str, Callable[[float], bool], str]] = [
     *((prefix + key, ok, allowed) for prefix in OBJECTIVE_PREFIXES for key, ok, allowed in OBJECTIVE_RULES),
     ("nonfinite.backoff", lambda x: 0 < x < 1, "a number in (0, 1)"),
     ("nonfinite.max_consecutive", *INT0),
+    ("nonfinite.divergence.factor", lambda x: x > 1, "a number > 1"),
+    ("nonfinite.divergence.warmup", *INT0),
+    ("nonfinite.divergence.backoff", lambda x: 0 < x < 1, "a number in (0, 1)"),
+    ("nonfinite.divergence.max_backoffs", *INT0),
     # evaluation (conf/evaluation)
     ("evaluation.mf_steps", *INT1),
     ("evaluation.mf_tol", lambda x: x >= 0, "a number >= 0 (or null)"),
@@ -123,6 +127,8 @@ RULES: list[tuple[str, Callable[[float], bool], str]] = [
 ]
 CHOICES: list[tuple[str, tuple]] = [
     ("nonfinite.policy", ("backoff", "stop")),
+    ("nonfinite.divergence.policy", ("warn", "backoff", "stop", "off")),
+    ("evaluation.checkpoint", ("last", "best")),
     *((prefix + "k_schedule", ("fixed", "ramp")) for prefix in OBJECTIVE_PREFIXES),
     *((prefix + "sparsity_form", ("exact", "running_average")) for prefix in OBJECTIVE_PREFIXES),
     ("evaluation.inference", ("native", "converged")),
@@ -136,6 +142,7 @@ FLAGS = [
     "trainer.enable_progress_bar",
     "evaluation.likelihood.enabled",
     "evaluation.retrieval.enabled",
+    "nonfinite.divergence.baseline",
     "compile",
 ]
 
@@ -166,7 +173,8 @@ def validate_config(cfg: DictConfig | Mapping) -> None:
 # nodes that must be mappings, and the keys each allows (None: any key)
 NODE_KEYS: dict[str, tuple[str, ...] | None] = {
     "optim": OPTIM_KEYS,
-    "nonfinite": ("policy", "backoff", "max_consecutive"),
+    "nonfinite": ("policy", "backoff", "max_consecutive", "divergence"),
+    "nonfinite.divergence": ("policy", "factor", "measures", "baseline", "warmup", "backoff", "max_backoffs"),
     "evaluation.classifier": ("Cs", "max_extensions", "refit", "max_train"),
     "evaluation.retrieval": ("enabled", "k", "n_figure_queries", "figure_k"),
     "evaluation.likelihood": None,  # checked against likelihood_metrics' arguments
@@ -191,7 +199,8 @@ def check_nodes(c: Mapping) -> None:
         if key == "evaluation.likelihood":
             from mmvi.evaluation.likelihood import likelihood_metrics
 
-            allowed = ("enabled", *list(inspect.signature(likelihood_metrics).parameters)[2:])
+            params = list(inspect.signature(likelihood_metrics).parameters)[2:]
+            allowed = ("enabled", *(p for p in params if p != "records"))
         check_keys(key, node, allowed)
     dirs = [(k, _get(c, k)) for k in ("objective.directions", "objective.minvi.directions")]
     for key, value in dirs:

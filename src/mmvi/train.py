@@ -48,6 +48,7 @@ from mmvi.data.base import MultimodalDataModule
 from mmvi.evaluation.protocol import FIGURES
 from mmvi.fingerprint import check_run_folder, data_digest, fingerprint
 from mmvi.lit.module import MultimodalLitModule
+from mmvi.lit.selection import checkpoint_callbacks, use_chosen_checkpoint
 from mmvi.utils import RESULTS_FILE, RunRecord, finite_metrics, write_json_atomic
 
 log = logging.getLogger(__name__)
@@ -139,6 +140,7 @@ def prepare(cfg: DictConfig, meta: dict, out_dir: Path) -> Prepared:
     if not cfg.trainer.get("enable_progress_bar", True):
         # the trainer flag alone turns the bar off: drop the callbacks group's progress bar
         callbacks = [c for c in callbacks if not isinstance(c, pl.callbacks.ProgressBar)]
+    callbacks += checkpoint_callbacks(cfg.evaluation, out_dir / "checkpoints")  # evaluation.checkpoint=best
     trainer: pl.Trainer = instantiate_checked(cfg.trainer, logger=loggers or False, callbacks=callbacks)
     return Prepared(dm, lit, fp, trainer, loggers, resume_from)
 
@@ -167,11 +169,15 @@ def train(cfg: DictConfig) -> dict[str, float]:
             log.info("resuming from %s", ckpt)
         for lg in loggers:
             lg.log_hyperparams({**meta["config"], "choices": meta.get("choices", {})})
-        trainer.fit(lit, datamodule=dm, ckpt_path=ckpt)
+        try:
+            trainer.fit(lit, datamodule=dm, ckpt_path=ckpt)
+        finally:  # the divergence detector's finding (mmvi.lit.divergence), also in a failed record
+            record.fields.update(lit.run_fields)
         if trainer.interrupted:
             raise KeyboardInterrupt("training was interrupted; resume with ckpt_path=last")
         if not trainer.is_global_zero:
             return {}
+        record.fields.update(use_chosen_checkpoint(cfg.evaluation, trainer, lit))  # last | best
         evaluate = instantiate(cfg.evaluation, _convert_="all")
         metrics, artefacts = evaluate(
             model=lit.model, dm=dm, out_dir=out_dir, native_steps=lit.objective.native_inference_steps

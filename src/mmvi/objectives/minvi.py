@@ -124,6 +124,8 @@ class MultiPrediction(Objective):
             (PAPER.md §2; null: no clamp).
     """
 
+    loss_is_value = True  # the cross-entropy of the predictions
+
     def __init__(
         self,
         mask_rate: float = 0.25,

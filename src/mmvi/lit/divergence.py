@@ -125,8 +125,10 @@ class DivergenceDetector:
 
     @property
     def primary(self) -> str | None:
-        """The measure whose best epoch's state a back-off restores."""
-        return self.measures[0] if self.measures else None
+        """The measure whose best epoch's state a back-off restores: the first watched one that has
+        been seen (e.g. ``train/loss`` when there is no validation)."""
+        seen = [m for m in self.measures if m in self.best]
+        return seen[0] if seen else (self.measures[0] if self.measures else None)
 
     def check(self, epoch: int, values: Mapping[str, float]) -> dict | None:
         """Apply the rules to one epoch's ``values`` (measures absent this epoch are skipped).

@@ -134,6 +134,30 @@ class NameList(Constraint):
 
 
 @dataclass(frozen=True)
+class LoggedMeasure(Constraint):
+    """The name of a per-epoch measure the training logs (``val/...`` or ``train/...``), or with
+    ``many`` a list of them."""
+
+    many: bool = False
+    allow_none: bool = False
+
+    def problem(self, value: Any) -> str | None:
+        if self.many and not isinstance(value, list | tuple):
+            return "is not allowed"
+        items = value if self.many else [value]
+        ok = all(isinstance(m, str) and m.startswith(("val/", "train/")) for m in items)
+        return None if ok else "is not allowed"
+
+    def describe(self) -> str:
+        what = "logged per-epoch measure"
+        return (
+            f"a list of {what}s (val/..., train/...)"
+            if self.many
+            else f"a {what} (val/..., e.g. val/cond_ce/sum, or train/...)"
+        )
+
+
+@dataclass(frozen=True)
 class Settings(Constraint):
     """A mapping of known keys, each with its own constraint (``open``: other keys allowed)."""
 

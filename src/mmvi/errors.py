@@ -17,6 +17,11 @@ class NonFiniteError(RuntimeError):
     """Training produced NaN/inf and the policy says stop."""
 
 
+class DivergenceError(NonFiniteError):
+    """Training ran away with finite values and ``nonfinite.divergence.policy`` says stop (a training
+    fault reported like a non-finite one)."""
+
+
 #: errors of the user's config, files or training run: reported as one line, no traceback
 USER_ERRORS = (ConfigError, DataError, FileNotFoundError, NonFiniteError)
 #: errno values of a run folder that cannot be written: no space, over quota, read-only, no permission

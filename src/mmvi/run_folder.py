@@ -34,12 +34,14 @@ RESULTS_FILE = "results.json"
 CONFIG_FILE = "config_resolved.json"
 CHECKPOINT_DIR = "checkpoints"
 LAST_CHECKPOINT = "last.ckpt"
+BEST_CHECKPOINT = "best.ckpt"  # evaluation.checkpoint=best: the epoch of the lowest monitored measure
 CSV_DIR = "csv"
 MODEL_FILE = "model.pt"  # the deep pipeline's whole model after its last stage
 STAGES_DIR = "stages"
 DONE_FILE = "done.json"  # a finished stage: its spec, final measures, time taken
 SPEC_FILE = "spec.json"  # the spec a stage started with (an interrupted stage resumes only as it)
 WEIGHTS_FILE = "model.pt"  # a stage's trained weights
+RECORDS_FILE = "records.parquet"  # the per-example values behind the measures (mmvi.evaluation.records)
 LOCK_FILE = ".mmvi.lock"  # held while a process works in the folder
 #: the key under which every checkpoint records its run's fingerprint
 CHECKPOINT_KEY = "mmvi_fingerprint"

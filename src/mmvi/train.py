@@ -27,7 +27,8 @@ from mmvi.fingerprint import fingerprint
 from mmvi.instantiate import instantiate_checked, one_line
 from mmvi.lit.checkpoint_io import AtomicCheckpointIO
 from mmvi.lit.module import MultimodalLitModule
-from mmvi.run_folder import RunRecord, resume_checkpoint
+from mmvi.lit.selection import checkpoint_callbacks, use_chosen_checkpoint
+from mmvi.run_folder import RunRecord, last_checkpoint, resume_checkpoint
 
 log = logging.getLogger(__name__)
 
@@ -78,6 +79,7 @@ class Training(lifecycle.Task):
         if not self.cfg.trainer.get("enable_progress_bar", True):
             # the trainer flag alone turns the bar off: drop the callbacks group's progress bar
             callbacks = [c for c in callbacks if not isinstance(c, pl.callbacks.ProgressBar)]
+        callbacks += checkpoint_callbacks(self.cfg.evaluation, last_checkpoint(self.out_dir).parent)  # =best
         # the config's plugins (e.g. SLURM's environment) and the atomic checkpoint writer
         plugins = [*instantiate_checked(self.cfg.trainer.get("plugins") or []), AtomicCheckpointIO()]
         self.trainer: pl.Trainer = instantiate_checked(
@@ -92,11 +94,15 @@ class Training(lifecycle.Task):
             lit.model.init_visible_bias_from_data(dm.modality_means())
         else:
             log.info("resuming from %s", self.resume)
-        trainer.fit(lit, datamodule=dm, ckpt_path=self.resume)
+        try:
+            trainer.fit(lit, datamodule=dm, ckpt_path=self.resume)
+        finally:  # the divergence detector's finding (mmvi.lit.divergence), also in a failed record
+            record.fields.update(lit.run_fields)
         if trainer.interrupted:
             raise KeyboardInterrupt("training was interrupted; resume with ckpt_path=last")
         if not trainer.is_global_zero:
             return None
+        record.fields.update(use_chosen_checkpoint(self.cfg.evaluation, trainer, lit))  # last | best
         evaluate = instantiate(self.cfg.evaluation, _convert_="all")
         metrics, artefacts = evaluate(
             model=lit.model, dm=dm, out_dir=self.out_dir, native_steps=lit.objective.native_inference_steps

@@ -80,8 +80,13 @@ def linear_probe_error(
     max_iter: int = 500,
     max_extensions: int = 3,
     refit: str = "train_val",
+    records=None,
 ) -> tuple[dict[str, float], float, bool]:
-    """``({"classify/err_<name>": percent}, chosen C, C at the grid's bound)`` of a multinomial probe."""
+    """``({"classify/err_<name>": percent}, chosen C, C at the grid's bound)`` of a multinomial probe.
+
+    ``records`` (a :class:`~mmvi.evaluation.records.Records`, optional) receives each test item's
+    100·(1 − correct), prediction and label per test set.
+    """
     if refit not in REFITS:
         raise ValueError(f"classifier.refit={refit!r}; allowed: {', '.join(REFITS)}")
     Xtr, ytr, Xva, yva = _np(train_X), _np(train_y).ravel(), _np(val_X), _np(val_y).ravel()
@@ -96,10 +101,13 @@ def linear_probe_error(
     if refit == "train_val":
         clf = _fit_multinomial(np.concatenate([Xtr, Xva]), np.concatenate([ytr, yva]), best, max_iter)
     yte = _np(test_y).ravel()
-    out = {
-        f"classify/err_{name}": 100.0 * float(np.mean(clf.predict(_np(X)) != yte))
-        for name, X in test_sets.items()
-    }
+    out = {}
+    for name, X in test_sets.items():
+        pred = clf.predict(_np(X))
+        err = 100.0 * (pred != yte).astype(np.float64)
+        out[f"classify/err_{name}"] = float(err.mean())
+        if records is not None:
+            records.add(f"classify/err_{name}", err, prediction=pred, label=yte)
     return out, best, at_bound
 
 
@@ -197,15 +205,24 @@ def precision_at_k_per_class(scores: Tensor, Y: Tensor, k: int = 50) -> Tensor:
     return torch.gather(Y.to(torch.float64), 0, order).mean(0)
 
 
+def multilabel_class_scores(scores: Tensor, Y: Tensor, k: int = 50) -> tuple[Tensor, Tensor, Tensor]:
+    """(class indices with a positive test item, their AP by torchmetrics, their precision@k), (K',) each."""
+    Y = Y.long()
+    keep = torch.nonzero(Y.sum(0) > 0).flatten()
+    if keep.numel() == 0:
+        empty = torch.zeros(0, dtype=torch.float64)
+        return keep, empty, empty
+    s, y = scores[:, keep].double(), Y[:, keep]
+    ap = multilabel_average_precision(s, y, num_labels=int(keep.numel()), average="none", thresholds=None)
+    return keep, ap.double(), precision_at_k_per_class(s, y, k)
+
+
 def multilabel_scores(scores: Tensor, Y: Tensor, k: int = 50) -> tuple[float, float]:
     """(macro mAP by torchmetrics, mean precision@k) over classes with at least one positive."""
-    Y = Y.long()
-    keep = Y.sum(0) > 0
-    if not bool(keep.any()):
+    keep, ap, p_k = multilabel_class_scores(scores, Y, k)
+    if keep.numel() == 0:
         return float("nan"), float("nan")
-    s, y = scores[:, keep].double(), Y[:, keep]
-    ap = multilabel_average_precision(s, y, num_labels=int(keep.sum()), average="macro", thresholds=None)
-    return float(ap), float(precision_at_k_per_class(s, y, k).mean())
+    return float(ap.mean()), float(p_k.mean())
 
 
 def multilabel_probe(
@@ -221,8 +238,12 @@ def multilabel_probe(
     dtype: torch.dtype = torch.float32,
     max_extensions: int = 3,
     refit: str = "train_val",
+    records=None,
 ) -> tuple[dict[str, float], float, bool]:
-    """``({"classify/map_<name>", "classify/precision_at_<k>_<name>"}, chosen C, C at the bound)``."""
+    """``({"classify/map_<name>", "classify/precision_at_<k>_<name>"}, chosen C, C at the bound)``.
+
+    ``records`` (optional) receives each class's AP and precision@k (unit ``class``).
+    """
     if refit not in REFITS:
         raise ValueError(f"classifier.refit={refit!r}; allowed: {', '.join(REFITS)}")
 
@@ -246,7 +267,11 @@ def multilabel_probe(
     Yte = t(test_Y)
     out: dict[str, float] = {}
     for name, X in test_sets.items():
-        m_ap, p_k = multilabel_scores(torch.addmm(b, t(X), W), Yte, k)
-        out[f"classify/map_{name}"] = m_ap
-        out[f"classify/precision_at_{k}_{name}"] = p_k
+        keep, ap, p_k = multilabel_class_scores(torch.addmm(b, t(X), W), Yte, k)
+        empty = keep.numel() == 0
+        out[f"classify/map_{name}"] = float("nan") if empty else float(ap.mean())
+        out[f"classify/precision_at_{k}_{name}"] = float("nan") if empty else float(p_k.mean())
+        if records is not None and not empty:
+            records.add(f"classify/map_{name}", ap, unit="class", index=keep)
+            records.add(f"classify/precision_at_{k}_{name}", p_k, unit="class", index=keep)
     return out, best, at_bound

@@ -162,6 +162,7 @@ def likelihood_metrics(
     exact_limit: int = P.EXACT_LIMIT,
     batch_size: int = 500,
     joint: bool = True,
+    records=None,
 ) -> dict[str, float]:
     """``cond_nll/<m>_given_rest``, ``cond_nll/vi``, ``nll`` and their ``_stderr`` on a test split.
 
@@ -170,7 +171,8 @@ def likelihood_metrics(
     binarised), and draws all AIS randomness from one generator seeded with ``seed``.
     Replicated-softmax modalities are evaluated given their document lengths (docs/design.md §4.1):
     nats per document. Modalities of unit types the estimators do not support (none of the data
-    unit types) are skipped with a warning (and so are ``vi`` and ``nll``).
+    unit types) are skipped with a warning (and so are ``vi`` and ``nll``). ``records`` (optional)
+    receives each example's −log P (exact or its AIS estimate) of every measure but the stderrs.
     """
     model.eval()
     device = model.c.device
@@ -184,6 +186,7 @@ def likelihood_metrics(
     means = {m: x.mean(0) for m, x in v.items()}
     out: dict[str, float] = {}
     vi, vi_var, complete = 0.0, 0.0, True
+    vi_items = torch.zeros(n, dtype=torch.float64)
     for m in model.names:
         if not _supported(model, [m]):
             log.warning("cond_nll: modality %r has %s units, not supported; skipped", m, model.units[m].name)
@@ -204,15 +207,22 @@ def likelihood_metrics(
         out[f"cond_nll/{m}_given_rest"] = nll_m
         out[f"cond_nll/{m}_given_rest_stderr"] = se_m
         vi, vi_var = vi + nll_m, vi_var + se_m**2
+        vi_items += -logp.detach().cpu().double()
+        if records is not None:
+            records.add(f"cond_nll/{m}_given_rest", -logp)
     if complete:
         out["cond_nll/vi"] = vi
         out["cond_nll/vi_stderr"] = math.sqrt(vi_var)
+        if records is not None:
+            records.add("cond_nll/vi", vi_items)
     if joint and _supported(model, model.names):
         logp, se, exact = joint_log_likelihood(
             model, v, exact_limit, joint_ais_runs, joint_betas, schedule, means, g
         )
         out["nll"] = -float(logp.mean())
         out["nll_stderr"] = se
+        if records is not None:
+            records.add("nll", -logp)
         log.info("nll = %.4f ± %.4f (%s)", out["nll"], se, "exact" if exact else "AIS")
     return out
 

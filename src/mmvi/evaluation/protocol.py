@@ -12,26 +12,40 @@ or more modalities, ``no_<m>`` (:func:`mmvi.evaluation.representations.query_typ
 from __future__ import annotations
 
 import logging
+import math
 import time
 from collections.abc import Mapping
 from pathlib import Path
 
 import torch
 
-from mmvi.constraints import INT0, INT1, POSITIVE, Flag, Interval, NumberList, Options, Settings
+from mmvi.constraints import (
+    INT0,
+    INT1,
+    POSITIVE,
+    Flag,
+    Interval,
+    LoggedMeasure,
+    NumberList,
+    Options,
+    Settings,
+)
 from mmvi.data.base import MultimodalDataModule
 from mmvi.errors import ConfigError
 from mmvi.evaluation.classify import REFITS
 from mmvi.evaluation.condce import conditional_cross_entropy
 from mmvi.evaluation.likelihood import likelihood_metrics
+from mmvi.evaluation.records import Records
 from mmvi.evaluation.representations import query_types, split_representations
 from mmvi.models.mrbm import MultimodalRBM
+from mmvi.run_folder import RECORDS_FILE
 from mmvi.utils import Measures
 
 GENERATION_FIGURE, RETRIEVAL_FIGURE = "generation.png", "retrieval.png"
 FIGURES = (GENERATION_FIGURE, RETRIEVAL_FIGURE)
-#: every file the evaluation writes into the run folder
-EVALUATION_FILES = FIGURES
+#: every file the evaluation writes into the run folder (start-over renames them aside)
+EVALUATION_FILES = (*FIGURES, RECORDS_FILE)
+CHECKPOINTS = ("last", "best")  # evaluation.checkpoint: the weights mmvi.train evaluates
 
 log = logging.getLogger(__name__)
 
@@ -43,21 +57,38 @@ def _rest_name(model: MultimodalRBM, m: str) -> str:
 
 @torch.no_grad()
 def conditional_ce_metrics(
-    model: MultimodalRBM, split, batch_size: int, steps: int, tol: float | None
+    model: MultimodalRBM,
+    split,
+    batch_size: int,
+    steps: int,
+    tol: float | None,
+    records: Records | None = None,
 ) -> dict:
-    """``cond_ce/<m>_given_<rest>`` averaged over the split (nats per example)."""
+    """``cond_ce/<m>_given_<rest>`` averaged over the split (nats per example); ``records`` receives
+    each example's value."""
     device = model.c.device
-    totals = {m: 0.0 for m in model.names}
+    parts: dict[str, list[torch.Tensor]] = {m: [] for m in model.names}
     n = len(split)
     for start in range(0, n, batch_size):
         v = {m: x[start : start + batch_size].to(device) for m, x in split.modalities.items()}
         for m in model.names:
-            totals[m] += float(conditional_cross_entropy(model, v, m, steps=steps, tol=tol).sum())
-    return {f"cond_ce/{m}_given_{_rest_name(model, m)}": totals[m] / n for m in model.names}
+            ce = conditional_cross_entropy(model, v, m, steps=steps, tol=tol)
+            parts[m].append(ce.detach().double().cpu())
+    out = {}
+    for m in model.names:
+        name = f"cond_ce/{m}_given_{_rest_name(model, m)}"
+        values = torch.cat(parts[m])
+        out[name] = float(values.mean())
+        if records is not None:
+            records.add(name, values)
+    return out
 
 
 def classification_metrics(
-    reps: Mapping[str, Mapping[str, torch.Tensor]], dm: MultimodalDataModule, cfg: Mapping
+    reps: Mapping[str, Mapping[str, torch.Tensor]],
+    dm: MultimodalDataModule,
+    cfg: Mapping,
+    records: Records | None = None,
 ) -> dict:
     """Linear probe on multimodal train representations, tested on every query type.
 
@@ -73,7 +104,11 @@ def classification_metrics(
     if max_train is not None and max_train < len(train_x):
         train_x, train_y = train_x[:max_train], train_y[:max_train]
     Cs = tuple(cfg.get("Cs", (0.01, 0.1, 1, 10, 100)))
-    options = {"max_extensions": int(cfg.get("max_extensions", 3)), "refit": cfg.get("refit", "train_val")}
+    options = {
+        "max_extensions": int(cfg.get("max_extensions", 3)),
+        "refit": cfg.get("refit", "train_val"),
+        "records": records,
+    }
     if dm.single_label:
         metrics, C, at_bound = classify.linear_probe_error(
             train_x.numpy(),
@@ -181,8 +216,15 @@ def evaluate(
     classifier: Mapping | None = None,
     likelihood: Mapping | None = None,
     retrieval: Mapping | None = None,
+    checkpoint: str = "last",
+    checkpoint_monitor: str = "val/cond_ce/sum",
 ) -> tuple[dict, dict]:
     """Run every enabled measure; return (metrics, artefact paths). Args: ``conf/evaluation``.
+
+    The per-example values behind the measures go to ``out_dir/records.parquet``
+    (:mod:`mmvi.evaluation.records`; only the measures whose value is finite; artefact
+    ``records``). ``checkpoint``/``checkpoint_monitor`` choose the weights ``mmvi.train`` evaluates
+    (:mod:`mmvi.lit.selection`); the model given here is evaluated as it is.
 
     The metrics are a :class:`~mmvi.utils.Measures`: a family whose computation fails (e.g. a
     probe that cannot be fitted) is listed in ``metrics.missing`` with its reason, the others stay.
@@ -196,6 +238,7 @@ def evaluate(
     bs = int(batch_size)
     metrics = Measures({"eval/mf_steps": float(steps)})
     artefacts: dict[str, str] = {}
+    records = Records()
     t0 = time.perf_counter()
 
     reps = {
@@ -206,16 +249,19 @@ def evaluate(
     log.info("representations computed in %.1f s", time.perf_counter() - t0)
     labelled = has_labels(dm)
     if labelled:
-        metrics.attempt("classify/*", lambda: classification_metrics(reps, dm, classifier or {}))
+        metrics.attempt("classify/*", lambda: classification_metrics(reps, dm, classifier or {}, records))
     else:
         metrics.missing["classify/*"] = NO_LABELS
-    metrics.attempt("cond_ce/*", lambda: conditional_ce_metrics(model, dm.splits["test"], bs, steps, tol))
+    metrics.attempt(
+        "cond_ce/*", lambda: conditional_ce_metrics(model, dm.splits["test"], bs, steps, tol, records)
+    )
 
     lik = likelihood or {}
     if lik.get("enabled", False):
         lik_args = {k: v for k, v in lik.items() if k != "enabled"}
         metrics.attempt(
-            "cond_nll/* nll*", lambda: likelihood_metrics(model, dm.splits["test"].modalities, **lik_args)
+            "cond_nll/* nll*",
+            lambda: likelihood_metrics(model, dm.splits["test"].modalities, records=records, **lik_args),
         )
 
     ret = retrieval or {}
@@ -227,7 +273,11 @@ def evaluate(
         metrics.attempt(
             "retrieval/*",
             lambda: retrieval_measures(
-                reps["test"], reps["test"]["multimodal"], dm.splits["test"].labels, k=int(ret.get("k", 50))
+                reps["test"],
+                reps["test"]["multimodal"],
+                dm.splits["test"].labels,
+                k=int(ret.get("k", 50)),
+                records=records,
             ),
         )
 
@@ -258,6 +308,8 @@ def evaluate(
         )
         if path is not None:
             artefacts["generation"] = str(path)
+    finite = [m for m in records.metrics() if m in metrics and math.isfinite(float(metrics[m]))]
+    artefacts["records"] = str(records.write(Path(out_dir) / RECORDS_FILE, keep=finite))
     metrics["eval/seconds"] = time.perf_counter() - t0
     return metrics, artefacts
 
@@ -268,6 +320,8 @@ evaluate.constraints = {
     "mf_tol": Interval(0, allow_none=True),
     "batch_size": INT1,
     "n_generation": INT0,
+    "checkpoint": Options(CHECKPOINTS),
+    "checkpoint_monitor": LoggedMeasure(),
     "classifier": Settings(
         {
             "Cs": NumberList(POSITIVE),

@@ -159,8 +159,11 @@ def retrieval_measures(
     k: int = 50,
     exclude_self: bool = True,
     chunk_size: int = 256,
+    records=None,
 ) -> dict[str, float]:
     """``retrieval/map_<q>`` and ``retrieval/precision_at_<k>_<q>`` for each query type q.
+
+    ``records`` (optional) receives each query item's AP and P@k.
 
     ``reps[q]`` are the split's representations from query type q (``multimodal``, or one
     modality with the others inferred); the database is ``db_reps`` (the multimodal ones) of the
@@ -168,9 +171,12 @@ def retrieval_measures(
     """
     out: dict[str, float] = {}
     for q, r in reps.items():
-        res = retrieval_metrics(r, db_reps, labels, labels, k, exclude_self, chunk_size)
-        out[f"retrieval/map_{q}"] = res["map"]
-        out[f"retrieval/precision_at_{k}_{q}"] = res["precision_at_k"]
+        ap, pk = per_query_retrieval(r, db_reps, labels, labels, k, exclude_self, chunk_size)
+        out[f"retrieval/map_{q}"] = float(ap.mean())
+        out[f"retrieval/precision_at_{k}_{q}"] = float(pk.mean())
+        if records is not None:
+            records.add(f"retrieval/map_{q}", ap)
+            records.add(f"retrieval/precision_at_{k}_{q}", pk)
     return out
 
 

@@ -11,6 +11,10 @@ non-finite loss, gradient or parameter is caught at that step and handled by ``n
 * ``backoff`` (the reference's rule): skip the step, multiply ε by ``backoff`` (0.95) for the
   rest of the epoch; stop after ``max_consecutive`` bad steps in a row;
 * ``stop``: raise :class:`NonFiniteError` naming the step, objective and last good checkpoint.
+
+Divergence that stays finite is watched at every epoch end by ``nonfinite.divergence``
+(:mod:`mmvi.lit.divergence`; ``warn`` | ``backoff`` | ``stop`` | ``off``); what it found is
+:attr:`MultimodalLitModule.run_fields` (``results.json``: ``divergence``).
 """
 
 from __future__ import annotations
@@ -24,8 +28,10 @@ from hydra.utils import instantiate
 from torch import Tensor
 
 from mmvi.constraints import INT0, NON_NEGATIVE, POSITIVE, Flag, Interval, Options, Settings, check_arguments
-from mmvi.errors import NonFiniteError
+from mmvi.errors import DivergenceError, NonFiniteError
 from mmvi.evaluation.condce import conditional_cross_entropy
+from mmvi.lit.divergence import CONSTRAINTS as DIVERGENCE
+from mmvi.lit.divergence import TRAIN_LOSS, DivergenceDetector, train_mean_baseline
 from mmvi.models.mrbm import MultimodalRBM
 from mmvi.objectives.base import Objective
 from mmvi.run_folder import CHECKPOINT_KEY
@@ -33,6 +39,9 @@ from mmvi.run_folder import CHECKPOINT_KEY
 log = logging.getLogger(__name__)
 
 NONFINITE_POLICIES = ("backoff", "stop")
+
+
+DIVERGENCE_KEY = "mmvi_divergence"  # the detector's state in a checkpoint
 
 
 def select_rank_state(checkpoint: dict, rank: int) -> None:
@@ -54,7 +63,7 @@ class MultimodalLitModule(pl.LightningModule):
         model: ``_target_`` config of the model (e.g. ``mmvi.models.MultimodalRBM``).
         objective: ``_target_`` config of the objective.
         optim: lr, lr_decay, momentum_initial, momentum, momentum_switch_epoch, weight_decay.
-        nonfinite: policy (backoff|stop), backoff, max_consecutive.
+        nonfinite: policy (backoff|stop), backoff, max_consecutive; divergence (:mod:`mmvi.lit.divergence`).
         val_mf_steps: mean-field steps for the validation conditional cross-entropies (None: the
             objective's native inference steps).
         compile: run the objective (the unrolled mean-field / Gibbs loops) through ``torch.compile``.
@@ -79,6 +88,7 @@ class MultimodalLitModule(pl.LightningModule):
                 "policy": Options(NONFINITE_POLICIES),
                 "backoff": Interval(0, 1, closed="neither"),
                 "max_consecutive": INT0,
+                "divergence": DIVERGENCE,
             },
             allow_none=True,
         ),
@@ -110,6 +120,11 @@ class MultimodalLitModule(pl.LightningModule):
             "max_consecutive": 50,
             **dict(nonfinite or {}),
         }
+        self.divergence = DivergenceDetector(
+            self.nonfinite.get("divergence"), bool(getattr(self.objective, "loss_is_value", False))
+        )
+        self._lr_divergence = 1.0  # learning-rate multiplier of divergence back-offs (checkpointed)
+        self._best_state: dict[str, Tensor] | None = None
         self.val_mf_steps = int(val_mf_steps or self.objective.native_inference_steps)
         self.seed = int(seed)
         # the compiled wrapper shares the objective's parameters and buffers (not registered twice)
@@ -136,7 +151,7 @@ class MultimodalLitModule(pl.LightningModule):
     def learning_rate(self, epoch: int) -> float:
         """ε_t = ε / (1 + d·t) in epoch t = ``epoch`` + 1 (the reference's count), times the back-off."""
         base = float(self.optim["lr"]) / (1.0 + float(self.optim["lr_decay"]) * (epoch + 1))
-        return base * float(self.lr_backoff)
+        return base * float(self.lr_backoff) * self._lr_divergence
 
     def momentum(self, epoch: int) -> float:
         switch = int(self.optim["momentum_switch_epoch"])
@@ -180,6 +195,7 @@ class MultimodalLitModule(pl.LightningModule):
         # (one CPU thread, measured), under 1 % of a step and less than the cheapest overflow bound
         # on the update (0.7 ms: max-abs of parameters, gradients and momenta).
         self._snapshot = [p.detach().clone() for p in self._params]
+        self._divergence_baseline(dm)
 
     @staticmethod
     def _finite(tensors: list[Tensor]) -> bool:
@@ -231,6 +247,86 @@ class MultimodalLitModule(pl.LightningModule):
         self.log("train/lr", float(group["lr"]))
         self.log("train/momentum", float(group["momentum"]))
         self.log("train/nonfinite_steps", self.bad_steps.float())
+        self._check_divergence(
+            float(self._sums["loss"] / count) if "loss" in getattr(self, "_sums", {}) else None
+        )
+
+    # ------------------------------------------------------------ divergence
+    @property
+    def run_fields(self) -> dict:
+        """What the run record takes from training: ``{"divergence": {...}}`` when a rule tripped."""
+        return self.divergence.record
+
+    def _divergence_baseline(self, dm) -> None:
+        """The train-mean predictor's validation cross-entropy, when the data module has the splits."""
+        det = self.divergence
+        if not (det.enabled and det.cfg["baseline"]) or det.baseline is not None:
+            return
+        splits = getattr(dm, "splits", None) or {}
+        try:
+            train, val = splits["train"].modalities, splits["val"].modalities
+            if len(splits["val"]) and all(m in train and m in val for m in self.model.names):
+                det.baseline = train_mean_baseline(self.model, train, val)
+        except (KeyError, AttributeError, TypeError, RuntimeError, ValueError) as exc:
+            log.info("divergence: no train-mean baseline (%s)", exc)
+
+    def on_validation_epoch_end(self) -> None:
+        if not self.trainer.sanity_checking:
+            self._val_epoch = self.current_epoch
+
+    def _check_divergence(self, train_loss: float | None) -> None:
+        """The epoch-end divergence rules (:mod:`mmvi.lit.divergence`) and their policy."""
+        det = self.divergence
+        if not det.enabled:
+            return
+        values: dict[str, float] = {}
+        if train_loss is not None and self.trainer.world_size > 1:
+            t = torch.tensor(train_loss, device=self.device)
+            train_loss = float(self.trainer.strategy.reduce(t, reduce_op="mean"))
+        if train_loss is not None:
+            values[TRAIN_LOSS] = train_loss
+        if getattr(self, "_val_epoch", None) == self.current_epoch:
+            metrics = self.trainer.callback_metrics
+            values.update({m: float(metrics[m]) for m in det.measures if m in metrics and m != TRAIN_LOSS})
+        event = det.check(self.current_epoch, values)
+        if event is None:
+            if det.cfg["policy"] == "backoff" and det.is_best(self.current_epoch):
+                self._best_state = {k: v.detach().clone() for k, v in self._restorable().items()}
+            return
+        where = det.message(event)
+        if event["action"] == "stop":
+            raise DivergenceError(
+                f"{where}; training stopped (nonfinite.divergence.policy={det.cfg['policy']}, "
+                f"{det.backoffs} back-offs); objective {type(self.objective).__name__}"
+            )
+        if event["action"] == "warn":
+            log.warning("%s; training goes on (nonfinite.divergence.policy=warn)", where)
+            return
+        det.backoffs += 1
+        self._lr_divergence *= float(det.cfg["backoff"])
+        restored = "the start's state"
+        if self._best_state is not None:
+            with torch.no_grad():
+                for k, v in self._restorable().items():
+                    v.copy_(self._best_state[k])
+            restored = (
+                f"the state of epoch {det.best[det.primary][1]}" if det.primary in det.best else restored
+            )
+        self.optimizers().optimizer.state.clear()  # the momentum of the run-away steps
+        log.warning(
+            "%s; restored %s, learning rate x%.4g from now on (back-off %d of %d)",
+            where,
+            restored if self._best_state is not None else "nothing (no good epoch kept yet)",
+            self._lr_divergence,
+            det.backoffs,
+            int(det.cfg["max_backoffs"]),
+        )
+
+    def _restorable(self) -> dict[str, Tensor]:
+        """Parameters and buffers of the model and the objective (e.g. PCD chains) a back-off restores."""
+        out = {f"model.{k}": v for k, v in self.model.state_dict(keep_vars=True).items()}
+        out.update({f"objective.{k}": v for k, v in self.objective.state_dict(keep_vars=True).items()})
+        return {k: v.data if isinstance(v, torch.nn.Parameter) else v for k, v in out.items()}
 
     def _any_rank(self, flag: bool) -> bool:
         """True if ``flag`` holds on any DDP rank (every rank then skips the step together)."""
@@ -245,6 +341,9 @@ class MultimodalLitModule(pl.LightningModule):
         (e.g. PCD chains), gathered from all ranks."""
         if getattr(self, "fingerprint", None):
             checkpoint[CHECKPOINT_KEY] = self.fingerprint
+        if self.divergence.enabled:
+            state = {**self.divergence.state_dict(), "lr_factor": self._lr_divergence}
+            checkpoint[DIVERGENCE_KEY] = {**state, "best_state": self._best_state}
         if self._trainer is None or self._trainer.world_size == 1:
             return
         checkpoint["per_rank_buffers"] = {
@@ -254,6 +353,11 @@ class MultimodalLitModule(pl.LightningModule):
     def on_load_checkpoint(self, checkpoint: dict) -> None:
         rank = self.global_rank if self._trainer is not None else 0
         select_rank_state(checkpoint, rank)
+        state = checkpoint.get(DIVERGENCE_KEY)
+        if state:
+            self.divergence.load_state_dict(state)
+            self._lr_divergence = float(state.get("lr_factor", 1.0))
+            self._best_state = state.get("best_state")
 
     def _bad_step(self, what: str, batch_idx: int) -> None:
         step = self.global_step

@@ -87,17 +87,27 @@ class MultimodalRBM(nn.Module):
     @torch.no_grad()
     def init_visible_bias_from_data(self, means: Mapping[str, Tensor]) -> None:
         """Visible bias = logit of the data mean (Bernoulli), the data mean (Gaussian)."""
+        for m, b in self.visible_bias_of_means(means).items():
+            self.b[m].copy_(b)
+
+    @torch.no_grad()
+    def visible_bias_of_means(self, means: Mapping[str, Tensor]) -> dict[str, Tensor]:
+        """``{m: (n_m,)}`` visible biases whose unit means are the data means ``means[m]`` (n_m,):
+        logit of the mean clamped to [1e-3, 1 − 1e-3] (Bernoulli), the mean (Gaussian), the log of
+        the normalised mean (counts)."""
+        out = {}
         for m, mu in means.items():
             mu = mu.to(self.b[m])
             if self.units[m].name == "bernoulli":
                 mu = mu.clamp(1e-3, 1 - 1e-3)
-                self.b[m].copy_(torch.log(mu) - torch.log1p(-mu))
+                out[m] = torch.log(mu) - torch.log1p(-mu)
             elif self.units[m].name == "gaussian":
-                self.b[m].copy_(mu)
+                out[m] = mu.clone()
             elif hasattr(self.units[m], "bias_from_mean"):
-                self.b[m].copy_(self.units[m].bias_from_mean(mu))
+                out[m] = self.units[m].bias_from_mean(mu)
             else:
-                self.b[m].copy_(torch.log(mu.clamp_min(1e-6) / mu.clamp_min(1e-6).sum()))
+                out[m] = torch.log(mu.clamp_min(1e-6) / mu.clamp_min(1e-6).sum())
+        return out
 
     def check_visibles(self, v: Mapping[str, Tensor], names: Iterable[str] | None = None) -> None:
         """Clear error for unknown modality names or wrong shapes."""

@@ -49,6 +49,10 @@ class Objective(nn.Module, ABC):
         binarize_data: train on a fresh Bernoulli draw of each batch's Bernoulli modalities.
     """
 
+    #: the loss is the objective's value (e.g. MP's cross-entropy), not a surrogate whose gradient is
+    #: the likelihood's (a free-energy difference); the divergence rules watch it only then
+    loss_is_value: bool = False
+
     constraints = {
         "sparsity_weight": NON_NEGATIVE,
         "sparsity_target": Interval(0, 1, closed="neither"),

@@ -120,6 +120,8 @@ class MultiPrediction(Objective):
             (docs/paper.md §2; null: no clamp).
     """
 
+    loss_is_value = True  # the cross-entropy of the predictions
+
     constraints = {
         "mask_rate": PROBABILITY,
         "mf_steps": INT1,

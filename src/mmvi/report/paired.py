@@ -26,7 +26,7 @@ import pandas as pd
 from matplotlib.figure import Figure
 
 from mmvi.report.collect import KEY_CHOICES, UNSET, Run
-from mmvi.report.paper import DEEP_MODELS, DEEP_SCOPE, family
+from mmvi.report.paper import DEEP_MODELS, DEEP_SCOPE, ONE_HALF, family
 from mmvi.report.plots import PLOT_DIR, Plot, configuration_runs, objective_colour, save, slug
 from mmvi.report.stats import (
     CORRECTION_NAMES,
@@ -40,8 +40,8 @@ from mmvi.report.stats import (
     welch_difference,
 )
 from mmvi.report.tables import Aggregate, TextTable, fmt_number, measure_label, measure_sort_key
+from mmvi.run_folder import RECORDS_FILE
 
-RECORDS_FILE = "records.parquet"
 # measures compared (the evaluation's figures; not the probe's C, timings, training logs or theory)
 COMPARED = (
     "classify/err_",
@@ -54,7 +54,6 @@ COMPARED = (
 )
 HIGHER_IS_BETTER = ("classify/map_", "classify/precision_", "retrieval/")
 # the one-half error of the claim check: per item, the mean of the single-modality errors
-ONE_HALF = "classify/err_one_half"
 BOTH = "classify/err_multimodal"
 
 

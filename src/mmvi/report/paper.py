@@ -40,6 +40,8 @@ BOTH = "classify/err_multimodal"
 DEEP_MODELS = ("mdrnn", "mdbm")
 DEEP_SCOPE = "mdrnn | mdbm"
 ONE = "one_half"
+#: the mean of a run's single-modality errors, per test item (the paired comparison derives it)
+ONE_HALF = f"classify/err_{ONE}"
 
 
 @dataclass
@@ -126,7 +128,6 @@ def _diverged_note(pairing, *rows: pd.Series) -> str:
 
 def interval_claims(best: pd.DataFrame, scope: str, tol_pp: float, pairing) -> list[Claim]:
     """The three parts of the claim for one data × model, decided by paired intervals."""
-    from mmvi.report.paired import ONE_HALF
 
     minvi = best[best["family"] == "MinVI"]
     nll = best[best["family"] == "NLL"]

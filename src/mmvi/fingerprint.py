@@ -94,7 +94,29 @@ def result_settings(config: Mapping[str, Any]) -> dict[str, Any]:
         if key == "trainer" and isinstance(value, Mapping):
             value = {k: value[k] for k in TRAINER_KEYS if k in value}
         out[key] = _strip(value, key)
+    _drop_neutral(out)
     return json.loads(json.dumps(out, sort_keys=True, default=str))
+
+
+#: settings added after runs were first recorded, and the values at which they leave a result as it
+#: was (the divergence detector only recording; the last epoch evaluated): left out of the settings
+#: at those values, so an earlier folder resumes, and groups with new runs, under the same settings
+NEUTRAL_SETTINGS: dict[str, tuple[str, tuple, tuple[str, ...]]] = {
+    # node: (key that decides, its neutral values, keys dropped with it)
+    "nonfinite": ("divergence.policy", ("warn", "off"), ("divergence",)),
+    "evaluation": ("checkpoint", ("last",), ("checkpoint", "checkpoint_monitor")),
+}
+
+
+def _drop_neutral(settings: dict[str, Any]) -> None:
+    for node, (key, neutral, dropped) in NEUTRAL_SETTINGS.items():
+        value = settings.get(node)
+        if not isinstance(value, dict):
+            continue
+        decider = flatten(value).get(key, neutral[0])
+        if decider in neutral:
+            for name in dropped:
+                value.pop(name, None)
 
 
 def flatten(tree: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:

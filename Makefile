@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 export OMP_NUM_THREADS ?= 1
 
 .DEFAULT_GOAL := help
-.PHONY: help install test test-full train lint format bench bench-eval bench-train sweep-mnist sweep-alpha sweep-mask compare compare-watch sync clean clean-logs
+.PHONY: help install test test-readme test-full train lint format bench bench-eval bench-train sweep-mnist sweep-alpha sweep-mask compare compare-watch sync clean clean-logs
 
 help: ## list the targets
 	@grep -E '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  \033[36m%-14s\033[0m %s\n", $$1, $$2}'
@@ -22,13 +22,16 @@ install: ## create .venv and install everything (CPU torch from local wheels fir
 	@bash scripts/ensure_chromium.sh || echo "chromium not installed: the report screenshot test will be skipped"
 
 test: ## the test suite without slow tests, on every core (<= 5 min on 2 cores); prints the 10 slowest
-	$(BIN)/pytest -m "not slow" -q -n auto --dist worksteal --durations=10
+	$(BIN)/pytest -m "not slow and not readme and not cluster" -q -n auto --dist worksteal --durations=10
+
+test-readme: ## every command the README shows, run as written with small overrides appended
+	$(BIN)/pytest -m readme -q -n auto --dist worksteal --durations=10
 
 test-full: ## every test, slow ones included
 	$(BIN)/pytest -q
 
-train: ## main job on the embedded default data (mnist5k, MinVI-MP), offline
-	$(BIN)/python -m mmvi.train
+train: ## main job on the embedded default data (mnist5k, MinVI-MP), offline; ARGS="key=value ..." appended
+	$(BIN)/python -m mmvi.train $(ARGS)
 
 lint: ## ruff lint + format check + the import contract (layers, no circles)
 	$(BIN)/ruff check src tests scripts

@@ -10,6 +10,7 @@ from hydra import compose, initialize_config_dir
 from hydra.utils import get_object
 from omegaconf import OmegaConf
 
+from helpers import compose_job
 from mmvi.config_check import validate_config
 from mmvi.constraints import Interval, declared
 from mmvi.data.mnist import MNIST5kHalves
@@ -46,7 +47,7 @@ def test_every_numeric_setting_of_a_target_has_a_declared_constraint(group, opti
         assert key in constraints, f"{group}={option}: {key}={value!r} has no declared constraint on {target}"
 
 
-def test_constructors_and_the_preflight_read_the_same_declaration():
+def test_constructors_and_the_preflight_read_the_same_declaration(tmp_path):
     rule = declared(MultiPrediction)["mask_rate"]
     assert isinstance(rule, Interval) and (rule.low, rule.high) == (0, 1)
     with pytest.raises(
@@ -57,8 +58,7 @@ def test_constructors_and_the_preflight_read_the_same_declaration():
         ContrastiveDivergence(k_schedule="linear")
     with pytest.raises(ConfigError, match="n_hidden=0 is out of range; allowed: an integer >= 1"):
         MultimodalRBM({"x": {"size": 2}}, n_hidden=0)
-    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
-        cfg = compose("train", overrides=["objective=hybrid", "objective.minvi.mask_rate=1.5"])
+    cfg = compose_job("train", ["objective=hybrid", "objective.minvi.mask_rate=1.5"], tmp_path)
     with pytest.raises(ConfigError, match=r"^objective.minvi.mask_rate=1.5 is out of range"):
         validate_config(cfg)
 

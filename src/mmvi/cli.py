@@ -52,6 +52,10 @@ def command_line(hydra_main: Callable[[], Any]) -> None:
         if "--" not in str(exc):
             raise
         fail(" ".join(str(exc).split()))
+    except OSError as exc:  # Hydra making the run folder on a read-only or full disk
+        if not storage_error(exc):
+            raise
+        fail(f"cannot write {exc.filename}: {exc.strerror}; choose a writable folder (hydra.run.dir=...)")
 
 
 def fail(message: str) -> None:

@@ -115,7 +115,7 @@ class NumberList(Constraint):
         return "is not allowed" if any(self.item.problem(x) for x in value) else None
 
     def describe(self) -> str:
-        return f"a non-empty list of numbers, each {self.item.describe()}"
+        return f"a non-empty list of numbers{self.item.describe().removeprefix('a number')}"
 
 
 @dataclass(frozen=True)

@@ -40,7 +40,8 @@ def check_visibles(
 
 #: a modality spec of a model or data config: its size and unit type (and the unit type's options)
 MODALITY = Settings({"size": INT1, "units": Options(tuple(UNIT_TYPES) + tuple(LAYER_UNIT_TYPES))}, open=True)
-MODALITIES = MappingOf(MODALITY, example="{left: {size: 392, units: bernoulli}}")
+# null in a config: the data module's modalities (read from its files), filled in before the model is built
+MODALITIES = MappingOf(MODALITY, allow_none=True, example="{left: {size: 392, units: bernoulli}}")
 
 
 class MultimodalRBM(nn.Module):

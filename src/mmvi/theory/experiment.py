@@ -19,6 +19,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from mmvi.constraints import NameList
 from mmvi.theory.identities import c2, check_table, entropy
 from mmvi.theory.measures import empirical_table, theorem21_measures
 from mmvi.theory.rbm_tables import rbm_joint_table
@@ -88,3 +89,4 @@ def evaluate_theorem21(
 
 #: run before training by :func:`mmvi.config_check.check_evaluation_data`
 evaluate_theorem21.check_data = check_theorem21_data
+evaluate_theorem21.constraints = {"names": NameList(allow_none=True, what="the two modality names (x, y)")}

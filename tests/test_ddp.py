@@ -72,3 +72,35 @@ def test_per_rank_buffers_are_restored_to_their_own_rank():
     assert torch.equal(ck["state_dict"]["objective.chains_x"], torch.ones(3, 2))
     select_rank_state(ck, 5)  # fewer saved ranks than the resuming run: rank 0's chains
     assert torch.equal(ck["state_dict"]["objective.chains_x"], torch.zeros(3, 2))
+
+
+def test_ddp_jobs_of_a_local_sweep_run_as_their_own_job(tmp_path):
+    """Each job's DDP child runs that job (not the sweep again): one multirun.yaml, the parent's,
+    and every job completed with two ranks."""
+    sweep = tmp_path / "sweep"
+    proc = run_cli(
+        "mmvi.train",
+        [
+            "-m",
+            "data.max_examples={train:200,val:100,test:100}",
+            "model.n_hidden=16",
+            "trainer.max_epochs=1",
+            "trainer.enable_progress_bar=false",
+            "evaluation.n_generation=0",
+            "logger=csv",
+            "trainer=ddp",
+            "trainer.accelerator=cpu",
+            "trainer.devices=2",
+            "data.batch_size=50",
+            "objective=nll_cd,minvi_mp",
+            f"hydra.sweep.dir={sweep}",
+        ],
+        cwd=tmp_path,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "objective=nll_cd,minvi_mp" in (sweep / "multirun.yaml").read_text()
+    assert sorted(p.name for p in sweep.iterdir() if p.is_dir()) == ["0", "1"]
+    for job, objective in (("0", "nll_cd"), ("1", "minvi_mp")):
+        record = json.loads((sweep / job / "results.json").read_text())
+        assert record["status"] == "completed" and record["choices"]["objective"] == objective
+        assert record["config"]["trainer"]["devices"] == 2

@@ -32,12 +32,13 @@ def in_local_sweep() -> bool:
 def job_command_line(output_dir: str) -> Iterator[None]:
     """Within a job of a multirun, the command line Lightning gives its DDP child processes is
     this job's own (its overrides, run in its folder), not the whole sweep's: a child started
-    with ``-m`` would run a sweep of its own and replace the sweep's ``multirun.yaml``."""
-    if not in_multirun() or not is_global_zero():
+    with ``-m`` would run a sweep of its own and replace the sweep's ``multirun.yaml``. After the
+    job, the environment and process group are as before it, so the next job starts its own."""
+    if not in_multirun() or "LOCAL_RANK" in os.environ:  # not in a sweep, or a DDP child
         yield
         return
     hc = HydraConfig.get()
-    argv, run_dir = list(sys.argv), hc.run.dir
+    argv, run_dir, environ = list(sys.argv), hc.run.dir, dict(os.environ)
     OmegaConf.set_readonly(hc, False)
     try:
         sys.argv = [argv[0], *hc.overrides.task]
@@ -47,6 +48,18 @@ def job_command_line(output_dir: str) -> Iterator[None]:
         sys.argv = argv
         hc.run.dir = run_dir
         OmegaConf.set_readonly(hc, True)
+        # the next job of the sweep starts its own DDP processes: Lightning's rank variables and
+        # process group of this one go
+        os.environ.clear()
+        os.environ.update(environ)
+        _end_process_group()
+
+
+def _end_process_group() -> None:
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        dist.destroy_process_group()
 
 
 def new_folder() -> str:

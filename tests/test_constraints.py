@@ -10,6 +10,7 @@ from hydra import compose, initialize_config_dir
 from hydra.utils import get_object
 from omegaconf import OmegaConf
 
+import mmvi
 from helpers import compose_job
 from mmvi.config_check import validate_config
 from mmvi.constraints import Interval, declared
@@ -91,3 +92,18 @@ def test_a_probe_subset_of_one_class_stops_the_run_before_training(tmp_path):
     assert "Traceback" not in proc.stderr
     assert not (tmp_path / "checkpoints").exists() and not (tmp_path / "results.json").exists()
     assert not (tmp_path / "csv").exists()
+
+
+def test_a_pathway_filter_that_keeps_no_document_stops_before_the_first_stage(tmp_path, shared_data):
+    with pytest.raises(ConfigError, match=r"stages.pathway.min_active.image=1000 keeps no training example"):
+        mmvi.run(
+            [
+                "experiment=wikipedia_deep",
+                f"data.data_dir={shared_data / 'wikipedia_xmodal'}",
+                "+stages.pathway.min_active={image: 1000}",
+                "logger=csv",
+            ],
+            task="deep",
+            run_dir=tmp_path / "run",
+        )
+    assert not (tmp_path / "run" / "stages").exists()

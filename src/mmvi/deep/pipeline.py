@@ -351,6 +351,7 @@ class Pipeline(lifecycle.Task):
         check_stop_after(config, model)
         check_directions(config, model.names)
         check_finetune_directions(config, model)
+        check_min_active(config, model, dm)
         if isinstance(model, MultimodalDBM):
             check_joint_settings(config, model)
         self.model, self.dm = model, dm
@@ -376,6 +377,23 @@ class Pipeline(lifecycle.Task):
         per_stage = {name: stage_measures(root / name) for name in ran}
         fields = {"stages": stages, "stage_metrics": per_stage, **stopped}
         return lifecycle.Outcome(metrics, artefacts, fields, step=offsets.last_step + 1)
+
+
+def check_min_active(config: dict, model: MDRNN | MultimodalDBM, dm: MultimodalDataModule) -> None:
+    """Every pathway whose stage keeps documents with at least ``min_active`` words must keep some
+    training rows (checked before the first stage, not when that stage comes)."""
+    for m in model.names:
+        for layer in range(len(model.layers[m])):
+            k = (pathway_settings(config["stages"], m, layer + 1).get("min_active") or {}).get(m)
+            if not k:
+                continue
+            kept = int(min_active_rows(m, int(k), dm.splits["train"].modalities).sum())
+            if kept == 0:
+                most = int((dm.splits["train"].modalities[m] != 0).sum(-1).max())
+                raise ConfigError(
+                    f"stages.pathway.min_active.{m}={k} keeps no training example (the most active has "
+                    f"{most} non-zero units); allowed: an integer in [1, {most}]"
+                )
 
 
 def check_finetune_directions(config: dict, model: MDRNN | MultimodalDBM) -> None:

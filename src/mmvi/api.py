@@ -33,6 +33,7 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf, open_dict
 
+from mmvi.cluster import slurm_job, slurm_rank
 from mmvi.config_check import ConfigError
 from mmvi.data.base import DataError, MultimodalDataModule
 from mmvi.lit.module import NonFiniteError
@@ -53,8 +54,10 @@ TASKS = {
 
 # ----------------------------------------------------------------------------- run folder
 def is_global_zero() -> bool:
-    """True in the launching process (Lightning's DDP children carry LOCAL_RANK/NODE_RANK > 0)."""
-    return int(os.environ.get("LOCAL_RANK", 0)) == 0 and int(os.environ.get("NODE_RANK", 0)) == 0
+    """True in the launching process (Lightning's DDP children carry LOCAL_RANK/NODE_RANK > 0; the
+    tasks of ``srun --ntasks=N`` their SLURM rank, :func:`mmvi.cluster.slurm_rank`)."""
+    zero = int(os.environ.get("LOCAL_RANK", 0)) == 0 and int(os.environ.get("NODE_RANK", 0)) == 0
+    return zero and slurm_rank() == 0
 
 
 def code_version() -> dict[str, Any]:
@@ -97,6 +100,8 @@ def run_metadata(cfg: DictConfig) -> dict[str, Any]:
         meta["choices"] = {k: v for k, v in hc.runtime.choices.items() if not k.startswith("hydra/")}
         meta["overrides"] = list(hc.overrides.task)
         meta["job_num"] = hc.job.get("num")
+    if (job := slurm_job()) is not None:  # the SLURM job that ran it (mmvi.cluster)
+        meta["slurm"] = job
     return meta
 
 

@@ -23,6 +23,7 @@ CONF=$DIR/slurm.conf
 SOCKET=$DIR/munge/munge.socket.2
 export SLURM_CONF=$CONF
 WAIT_S=${MMVI_SLURM_WAIT_S:-60}
+CHANGED=0
 
 die() {
     echo "slurm_cluster: $*" >&2
@@ -93,13 +94,13 @@ MpiDefault=none
 ReturnToService=2
 JobRequeue=1
 MinJobAge=300
-KillWait=10
+KillWait=2
 SlurmdTimeout=60
 InactiveLimit=0
 NodeName=$NODE NodeAddr=127.0.0.1 CPUs=$CPUS RealMemory=$mem_mb State=UNKNOWN
 PartitionName=$PARTITION Nodes=$NODE Default=YES MaxTime=INFINITE State=UP OverSubscribe=NO
 EOF
-    if cmp -s "$CONF.new" "$CONF"; then rm -f "$CONF.new"; else mv "$CONF.new" "$CONF"; fi
+    if cmp -s "$CONF.new" "$CONF"; then rm -f "$CONF.new"; else mv "$CONF.new" "$CONF" && CHANGED=1; fi
 }
 
 start_munge() {
@@ -156,8 +157,13 @@ up() {
     install_missing
     write_config
     start_munge
+    local running=0
+    pid_alive "$DIR/run/slurmctld.pid" && running=1
     start_daemon slurmctld "$PORT" slurmctld -f "$CONF"
     start_daemon slurmd "$((PORT + 1))" slurmd -f "$CONF" -N "$NODE"
+    if ((running && CHANGED)); then # a running cluster takes the rewritten config
+        scontrol reconfigure >/dev/null 2>&1 || die "scontrol reconfigure: $(last_log_line "$DIR/log/slurmctld.log")"
+    fi
     local state="" i
     for ((i = 0; i < WAIT_S * 2; i++)); do
         state=$(node_state)

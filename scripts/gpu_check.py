@@ -11,7 +11,7 @@ With a CUDA device it measures and records, in ``DIR/gpu_check.json`` and ``DIR/
    epoch includes the warm-up, the second is the figure reported;
 2. the GPU rows of the training benchmark (``scripts/bench_train.py --device cuda --no-epochs``,
    float32 and ``--bf16``);
-3. a 2-epoch DDP run with ``trainer=gpu`` (``trainer=ddp``, every visible GPU) of the MP preset,
+3. a 2-epoch DDP run on the GPUs (``trainer=ddp trainer.accelerator=gpu``, every visible GPU) of the MP preset,
    its wall time and status;
 4. agreement with the CPU: the same small deterministic run (2,000 digits, MinVI-MP without the
    random mask, 2 epochs) on the CPU and on the GPU; float32 must agree within the stated
@@ -276,8 +276,8 @@ def main(argv: list[str] | None = None) -> int:
         summary["ddp"] = {"status": "skipped (time budget)"}
     else:
         n = torch.cuda.device_count()
-        cmd = [sys.executable, "-m", "mmvi.train", "experiment=paper_mnist_mp", "trainer=ddp", "trainer=gpu"]
-        cmd += [f"trainer.devices={n}", "trainer.max_epochs=2", *QUIET, *SMALL_EVAL, *data]
+        cmd = [sys.executable, "-m", "mmvi.train", "experiment=paper_mnist_mp", "trainer=ddp"]
+        cmd += ["trainer.accelerator=gpu", f"trainer.devices={n}", "trainer.max_epochs=2", *QUIET, *SMALL_EVAL, *data]
         cmd += [f"hydra.run.dir={work / 'ddp'}"]
         rc, wall, text = run_cli(cmd, timeout=max(30.0, left()))
         res = work / "ddp" / "results.json"

@@ -369,3 +369,60 @@ def test_preempted_requeued_and_killed_job_ends_with_the_uninterrupted_metrics(
     assert diff < 1e-6
     for key in METRICS:
         assert b["metrics"][key] == pytest.approx(a["metrics"][key], rel=1e-6, abs=1e-9), key
+
+
+# ----------------------------------------------------------------------------- deep pipeline, Optuna
+DEEP = [
+    "experiment=wikipedia_deep",
+    "data.max_examples={train:300,val:100,test:100}",
+    "model.n_joint=12",
+    "model.pathways.image.layers=[{size:12,hidden:stepped_sigmoid},{size:8}]",
+    "model.pathways.text.layers=[{size:8}]",
+    "stages.pathway.epochs=1",
+    "stages.top.epochs=1",
+    "stages.finetune.recurrent.epochs=2",
+    "evaluation.mf_steps=5",
+    "evaluation.classifier.Cs=[1.0]",
+    "logger=csv",
+]
+
+
+def test_deep_pipeline_sweep_and_optuna_search_on_slurm(cluster, shared_data, tmp_path):
+    deep, search = tmp_path / "deep", tmp_path / "optuna"
+    logs = f"paths.log_dir={tmp_path / 'logs'}"
+    pipeline = subprocess.Popen(
+        [PY, "-m", "mmvi.deep.pipeline", "-m", "hydra/launcher=slurm", "objective=nll_cd,minvi_mp", *DEEP]
+        + [f"data.data_dir={shared_data / 'wikipedia_xmodal'}", logs, f"hydra.sweep.dir={deep}"],
+        env=cluster,
+        cwd=tmp_path,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    optuna = subprocess.run(
+        [PY, "-m", "mmvi.train", "hparams_search=mnist_optuna", "hydra/launcher=slurm"]
+        + ["hydra.sweeper.n_trials=3", "hydra.sweeper.n_jobs=3", "hydra.sweeper.sampler.n_startup_trials=3"]
+        + [*TINY[1:], *_data(shared_data, 200), logs, f"hydra.sweep.dir={search}"],
+        env=cluster,
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert optuna.returncode == 0, optuna.stderr[-3000:]
+    trials = [results(search / str(i)) for i in range(3)]
+    assert all(t["status"] == "completed" and t["slurm"]["job_id"] > 0 for t in trials)
+    best = (search / "optimization_results.yaml").read_text()
+    assert f"best_value: {min(t['metrics']['classify/err_left'] for t in trials)}" in best
+    _, err = pipeline.communicate(timeout=600)
+    assert pipeline.returncode == 0, err[-3000:]
+    runs = [results(deep / str(i)) for i in range(2)]
+    assert all(r["status"] == "completed" and r["slurm"]["job_id"] > 0 for r in runs)
+    assert {r["config"]["task_name"] for r in runs} == {"deep"}
+    report = subprocess.run(
+        [PY, "-m", "mmvi.compare", str(deep)], env=cluster, capture_output=True, text=True, timeout=300
+    )
+    assert report.returncode == 0, report.stderr[-3000:]
+    print(
+        f"\ndeep sweep jobs {[r['slurm']['job_id'] for r in runs]}, optuna trials {[t['slurm']['job_id'] for t in trials]}"
+    )

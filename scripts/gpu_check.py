@@ -277,7 +277,14 @@ def main(argv: list[str] | None = None) -> int:
     else:
         n = torch.cuda.device_count()
         cmd = [sys.executable, "-m", "mmvi.train", "experiment=paper_mnist_mp", "trainer=ddp"]
-        cmd += ["trainer.accelerator=gpu", f"trainer.devices={n}", "trainer.max_epochs=2", *QUIET, *SMALL_EVAL, *data]
+        cmd += [
+            "trainer.accelerator=gpu",
+            f"trainer.devices={n}",
+            "trainer.max_epochs=2",
+            *QUIET,
+            *SMALL_EVAL,
+            *data,
+        ]
         cmd += [f"hydra.run.dir={work / 'ddp'}"]
         rc, wall, text = run_cli(cmd, timeout=max(30.0, left()))
         res = work / "ddp" / "results.json"

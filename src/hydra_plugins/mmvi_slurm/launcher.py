@@ -15,6 +15,10 @@ import sys
 
 from hydra_plugins.hydra_submitit_launcher.submitit_launcher import SlurmLauncher as _SubmititSlurmLauncher
 
+from mmvi.cluster import register_resolvers
+
+register_resolvers()  # conf/hydra/launcher/slurm.yaml's ${mmvi_gpus:...}, in any process Hydra starts
+
 
 def _sacct_works() -> bool:
     try:

@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 export OMP_NUM_THREADS ?= 1
 
 .DEFAULT_GOAL := help
-.PHONY: help install test test-readme test-full train lint format bench bench-eval bench-train sweep-mnist sweep-alpha sweep-mask compare compare-watch sync clean clean-logs
+.PHONY: help install test test-readme test-full train lint format bench bench-eval bench-train sweep-mnist sweep-alpha sweep-mask compare compare-watch sync clean clean-logs cluster-up cluster-down cluster-status test-cluster gpu-check
 
 help: ## list the targets
 	@grep -E '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  \033[36m%-14s\033[0m %s\n", $$1, $$2}'
@@ -26,6 +26,9 @@ test: ## the test suite without slow tests, on every core (<= 5 min on 2 cores);
 
 test-readme: ## every command the README shows, run as written with small overrides appended
 	$(BIN)/pytest -m readme -q -n auto --dist worksteal --durations=10
+
+test-cluster: ## the tests on a local SLURM cluster (they start and stop it; root, apt-get for slurm-wlm)
+	$(BIN)/pytest -m cluster -q
 
 test-full: ## every test, slow ones included
 	$(BIN)/pytest -q
@@ -64,6 +67,18 @@ compare: ## comparison report: make compare SWEEP=logs/train/multiruns/<name>/<t
 
 compare-watch: ## report that follows a running sweep (rewritten on every change, page reloads): SWEEP=..., EVERY=30 (s); default: the latest sweep
 	$(BIN)/python -m mmvi.compare --watch $(or $(EVERY),30) $(or $(SWEEP),$$(ls -dt logs/*/multiruns/*/*/ | head -1))
+
+cluster-up: ## start a one-node SLURM cluster on this machine (installs slurm-wlm + munge; root); clients: SLURM_CONF=/tmp/mmvi-slurm/slurm.conf
+	bash scripts/slurm_cluster.sh up
+
+cluster-down: ## stop the local SLURM cluster
+	bash scripts/slurm_cluster.sh down
+
+cluster-status: ## the local SLURM cluster's daemons and sinfo
+	bash scripts/slurm_cluster.sh status
+
+gpu-check: ## on a CUDA machine (<= 8 min): epoch times per paper preset (fp32, bf16), GPU bench rows, DDP, CPU agreement
+	$(BIN)/python scripts/gpu_check.py
 
 sync: ## upload offline wandb runs (needs network and `wandb login`)
 	find logs -type d -name 'offline-run-*' -print0 | xargs -0 -r $(BIN)/wandb sync

@@ -10,10 +10,14 @@ from collections.abc import Iterator
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import OmegaConf
 
+from mmvi.cluster import slurm_rank
+
 
 def is_global_zero() -> bool:
-    """True in the launching process (Lightning's DDP children carry LOCAL_RANK/NODE_RANK > 0)."""
-    return int(os.environ.get("LOCAL_RANK", 0)) == 0 and int(os.environ.get("NODE_RANK", 0)) == 0
+    """True in the launching process (Lightning's DDP children carry LOCAL_RANK/NODE_RANK > 0; the
+    tasks of ``srun --ntasks=N`` their SLURM rank, :func:`mmvi.cluster.slurm_rank`)."""
+    zero = int(os.environ.get("LOCAL_RANK", 0)) == 0 and int(os.environ.get("NODE_RANK", 0)) == 0
+    return zero and slurm_rank() == 0
 
 
 def in_multirun() -> bool:

@@ -32,6 +32,7 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf, open_dict
 
+from mmvi.cluster import slurm_job
 from mmvi.config_check import (
     check_evaluation_arguments,
     check_evaluation_data,
@@ -207,6 +208,8 @@ def run_metadata(cfg: DictConfig) -> dict[str, Any]:
         meta["choices"] = {k: v for k, v in hc.runtime.choices.items() if not k.startswith("hydra/")}
         meta["overrides"] = list(hc.overrides.task)
         meta["job_num"] = hc.job.get("num")
+    if (job := slurm_job()) is not None:  # the SLURM job that ran it (mmvi.cluster)
+        meta["slurm"] = job
     return meta
 
 

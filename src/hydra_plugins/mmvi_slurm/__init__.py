@@ -1,0 +1,1 @@
+"""Hydra plugins of mmvi: the SLURM launcher (``hydra/launcher=slurm``)."""

@@ -83,7 +83,8 @@ class EpochTimer(pl.Callback):
 
 def epoch_seconds(overrides: list[str], run_dir: Path) -> list[float]:
     """Seconds per epoch of the real training loop for ``overrides`` (no evaluation)."""
-    from mmvi.api import compose_config, run_metadata
+    from mmvi.api import compose_config
+    from mmvi.lifecycle import run_metadata
     from mmvi.train import prepare
 
     cfg = compose_config("train", overrides, run_dir)

@@ -53,8 +53,8 @@ def _squeue_watcher():  # noqa: ANN202 - a submitit watcher
 class SlurmLauncher(_SubmititSlurmLauncher):
     """One SLURM job per sweep point (submitit); the sweep waits for them all.
 
-    A job that a user error ended (``mmvi.api.USER_ERRORS``; its folder holds a ``failed`` record
-    with the reason) is listed in ``mmvi.api.REFUSED_JOBS`` with one ``error:`` line, and its return
+    A job that a user error ended (``mmvi.errors.USER_ERRORS``; its folder holds a ``failed`` record
+    with the reason) is listed in ``mmvi.cli.REFUSED_JOBS`` with one ``error:`` line, and its return
     becomes ``None`` (NaN in a hyper-parameter search: a failed trial) so the sweep goes on;
     :class:`mmvi.hydra_callbacks.SweepRecords` then ends the sweep with status 2. Any other failure
     is raised as Hydra does.

@@ -10,7 +10,7 @@ import numpy as np
 import pandas as pd
 
 from mmvi.report.paired import RECORDS_FILE, is_compared
-from mmvi.utils import read_results
+from mmvi.run_folder import read_results
 
 
 def item_values(metric: str, mean: float, n: int, run_seed: int, spread: float = 1.0) -> np.ndarray:

@@ -56,10 +56,13 @@ def reference_table() -> dict[str, dict[str, object]]:
 
 def preset_settings(preset: str, tmp_path: Path) -> dict[str, object]:
     """Every result-defining value of ``experiment=paper_mnist_<preset>`` as dotted keys."""
-    from mmvi.fingerprint import flatten
+    from mmvi.fingerprint import flatten, result_settings
 
     c = OmegaConf.to_container(compose_train([f"experiment=paper_mnist_{preset}"], tmp_path), resolve=True)
-    keep = {k: c[k] for k in ("model", "objective", "optim", "nonfinite")}
+    keep = {k: c[k] for k in ("model", "objective", "optim")}
+    # the non-finite and divergence policies as a run's identity holds them (the detector only
+    # recording, its default, decides nothing)
+    keep["nonfinite"] = result_settings({"nonfinite": c["nonfinite"]})["nonfinite"]
     keep["data"] = {k: c["data"][k] for k in ("_target_", "batch_size")}
     keep["trainer"] = {"max_epochs": c["trainer"]["max_epochs"]}
     keep["evaluation"] = {"inference": c["evaluation"]["inference"]}

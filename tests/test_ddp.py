@@ -6,6 +6,7 @@ import json
 
 import torch
 
+from helpers import SMALL_RUN
 from mmvi.lit.module import select_rank_state
 from test_train_cli import run_cli
 
@@ -82,12 +83,7 @@ def test_ddp_jobs_of_a_local_sweep_run_as_their_own_job(tmp_path):
         "mmvi.train",
         [
             "-m",
-            "data.max_examples={train:200,val:100,test:100}",
-            "model.n_hidden=16",
-            "trainer.max_epochs=1",
-            "trainer.enable_progress_bar=false",
-            "evaluation.n_generation=0",
-            "logger=csv",
+            *SMALL_RUN,
             "trainer=ddp",
             "trainer.accelerator=cpu",
             "trainer.devices=2",

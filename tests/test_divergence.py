@@ -9,7 +9,8 @@ import pytest
 import torch
 
 import mmvi
-from mmvi.config_check import ConfigError, validate_config
+from mmvi.config_check import validate_config
+from mmvi.errors import ConfigError
 from mmvi.lit.divergence import TRAIN_LOSS, VAL_CE, DivergenceDetector, settings, train_mean_baseline
 from mmvi.models.mrbm import MultimodalRBM
 from test_train_cli import run_cli
@@ -61,7 +62,7 @@ def test_backoff_turns_into_stop_after_max_backoffs_and_off_watches_nothing():
     # objectives whose loss is a surrogate (CD/PCD free-energy differences) are watched on validation only
     assert DivergenceDetector(None, loss_is_value=False).measures == [VAL_CE]
     assert DivergenceDetector(None, loss_is_value=True).measures == [VAL_CE, TRAIN_LOSS]
-    with pytest.raises(ValueError, match="measures has 'loss'"):
+    with pytest.raises(ValueError, match=r"measures=\['loss'\] is not allowed; allowed: a list of logged"):
         settings({"measures": ["loss"]})
 
 
@@ -106,7 +107,9 @@ def test_divergence_settings_are_checked(key, value, expected):
     with pytest.raises(
         ConfigError, match="evaluation.checkpoint='first' is not allowed; allowed: last, best"
     ):
-        validate_config({"evaluation": {"checkpoint": "first"}})
+        validate_config(
+            {"evaluation": {"_target_": "mmvi.evaluation.protocol.evaluate", "checkpoint": "first"}}
+        )
 
 
 # ------------------------------------------------------------------ real runs

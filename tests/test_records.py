@@ -13,8 +13,9 @@ import pytest
 
 import mmvi
 from helpers import SMALL_RUN
-from mmvi.evaluation.protocol import FIGURES, RECORDS_FILE
+from mmvi.evaluation.protocol import EVALUATION_FILES
 from mmvi.evaluation.records import VERSION, VERSION_KEY, Records, read_records
+from mmvi.run_folder import RECORDS_FILE
 
 # summary numbers that are not means over items or classes
 NOT_PER_UNIT = ("classify/C", "classify/C_at_bound", "eval/mf_steps", "eval/seconds")
@@ -140,7 +141,7 @@ def test_records_file_schema_version_nulls_and_atomic_write(tmp_path):
     pq.write_table(table, tmp_path / "old.parquet")
     with pytest.raises(ValueError, match="schema version"):
         read_records(tmp_path / "old.parquet")
-    assert RECORDS_FILE in FIGURES  # renamed aside with the figures when a run starts over
+    assert RECORDS_FILE in EVALUATION_FILES  # renamed aside with the figures when a run starts over
 
 
 def test_records_of_a_paper_size_evaluation_stay_near_one_megabyte(tmp_path):

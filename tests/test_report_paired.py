@@ -21,7 +21,7 @@ from statsmodels.stats.multitest import multipletests
 from mmvi.compare import compare, main
 from mmvi.report.paired import RECORDS_FILE
 from mmvi.report.stats import TWO_LEVEL, WELCH, paired_difference
-from mmvi.utils import write_results
+from mmvi.run_folder import write_results
 from record_helpers import write_records
 from test_compare import FLAGS, SWEEP_ARGS, browser, dump_dom, env, images_in_browser
 

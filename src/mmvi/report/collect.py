@@ -11,11 +11,18 @@ A run's *configuration* is what it actually ran: its Hydra choices (data, model,
 experiment) and its recorded result-defining settings (``fingerprint.settings`` of the
 ``results.json``, else :func:`mmvi.fingerprint.result_settings` of its recorded ``config``) minus
 the repeat keys (seed, data fold). Two runs with the same labels but different settings are two
-configurations; runs that differ only in resources, paths or logging are one.
+configurations; runs that differ only in resources, paths or logging are one. A record written
+before runs recorded their choices and fingerprint takes its settings from its ``config`` (the
+same function the fingerprint uses) and its choices from the runs with the same settings, else
+from the config options its ``config`` holds (:func:`choices_from_config`), so it joins them.
+
+A record whose fields have the wrong types (``metrics`` a list, ``choices`` a string, …) is
+skipped with the reason (:func:`record_problem`), like an unreadable one.
 """
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 from collections.abc import Mapping
@@ -24,6 +31,7 @@ from pathlib import Path
 from typing import Any
 
 import pandas as pd
+import yaml
 
 from mmvi.fingerprint import flatten, result_settings
 from mmvi.report.curves import Curves, read_curves
@@ -40,6 +48,30 @@ IGNORED_PREFIXES = ("hydra", "paths.", "logger", "callbacks", "trainer.enable_pr
 PATH_SUFFIXES = ("_dir", "_path", "_file", "dir", "path")
 # the value of a setting a run does not have (e.g. objective.alpha of a non-hybrid run)
 UNSET = "–"
+# the config groups whose option a record without choices is matched to (by its config node)
+DERIVABLE_CHOICES = ("data", "model", "objective")
+CONF_DIR = Path(__file__).resolve().parents[3] / "conf"
+# the fields of a results.json and the types they must have when present (None is allowed too)
+RECORD_FIELDS: dict[str, tuple[type, ...]] = {
+    "status": (str,),
+    "metrics": (Mapping,),
+    "choices": (Mapping,),
+    "config": (Mapping,),
+    "fingerprint": (Mapping,),
+    "overrides": (list,),
+    "missing_metrics": (Mapping,),
+    "job_num": (int,),
+    "duration_s": (int, float),
+    "reason": (str,),
+    "checkpoint": (str,),
+}
+NESTED_FIELDS: dict[str, tuple[type, ...]] = {
+    "config.data": (Mapping,),
+    "config.seed": (int,),
+    "config.task_name": (str,),
+    "fingerprint.settings": (Mapping,),
+    "fingerprint.digest": (str,),
+}
 
 
 @dataclass
@@ -181,8 +213,9 @@ def training_record(checkpoint: str | None) -> dict | None:
             record = json.loads((folder / name).read_text())
         except (OSError, ValueError):
             continue
-        if isinstance(record, dict) and (record.get("fingerprint") or record.get("config")):
-            return record
+        if isinstance(record, dict) and record_problem(record) is None:
+            if record.get("fingerprint") or record.get("config"):
+                return record
     return None
 
 
@@ -231,8 +264,94 @@ def make_run(res: Mapping[str, Any], source: str, status: str, metrics: dict[str
     )
 
 
+def record_problem(res: Mapping[str, Any]) -> str | None:
+    """Why a ``results.json`` dict cannot be read as a run (a field of the wrong type), or None.
+
+    Checks the fields of :data:`RECORD_FIELDS` (each may be absent or null) and the nodes of
+    ``config`` and ``fingerprint`` the report reads.
+    """
+    for key, types in RECORD_FIELDS.items():
+        value = res.get(key)
+        if value is None:
+            continue
+        if not isinstance(value, types) or (isinstance(value, bool) and bool not in types):
+            want = " or ".join("an object" if t is Mapping else t.__name__ for t in types)
+            return f"malformed results.json: {key} is {type(value).__name__} {_short(value)}, expected {want}"
+    for dotted, types in NESTED_FIELDS.items():
+        node, key = dotted.split(".")
+        value = (res.get(node) or {}).get(key)
+        if value is not None and (not isinstance(value, types) or isinstance(value, bool)):
+            return f"malformed results.json: {dotted} is {type(value).__name__} {_short(value)}"
+    return None
+
+
+def _short(value: Any) -> str:
+    text = json.dumps(value, default=str)
+    return text if len(text) <= 40 else text[:37] + "..."
+
+
+@functools.cache
+def _options(group: str) -> dict[str, dict[str, Any]]:
+    """``{option: flat values}`` of ``conf/<group>/*.yaml`` (empty when the config folder is absent)."""
+    out = {}
+    for path in sorted((CONF_DIR / group).glob("*.yaml")):
+        try:
+            node = yaml.safe_load(path.read_text())
+        except (OSError, yaml.YAMLError):
+            continue
+        if isinstance(node, dict) and "_target_" in node:
+            out[path.stem] = flatten({k: v for k, v in node.items() if k != "defaults"})
+    return out
+
+
+def choices_from_config(config: Mapping[str, Any]) -> dict[str, str]:
+    """The options of :data:`DERIVABLE_CHOICES` a recorded ``config`` was composed from.
+
+    For each group, the options of ``conf/<group>`` with the config node's ``_target_``; of these
+    the one with the most values equal to the node's (an override changes a few); none when two
+    tie or none has the target.
+    """
+    out = {}
+    for group in DERIVABLE_CHOICES:
+        node = config.get(group)
+        if not isinstance(node, Mapping) or "_target_" not in node:
+            continue
+        flat = flatten(node)
+        scores = {
+            name: sum(flat.get(k) == v for k, v in values.items() if not str(v).startswith("${"))
+            for name, values in _options(group).items()
+            if values.get("_target_") == node["_target_"]
+        }
+        best = sorted(scores.items(), key=lambda kv: -kv[1])
+        if best and (len(best) == 1 or best[0][1] > best[1][1]):
+            out[group] = best[0][0]
+    return out
+
+
+def fill_missing_choices(runs: list[Run], records: Mapping[str, Mapping[str, Any]]) -> None:
+    """Give runs whose record holds no choices those of the runs with the same settings (when they
+    agree), else :func:`choices_from_config` of their config; in place. ``records``: source → dict."""
+    known: dict[tuple, set[tuple]] = {}
+    for run in runs:
+        if records[run.source].get("choices"):
+            key = tuple(sorted(run.settings.items()))
+            known.setdefault(key, set()).add(tuple(run.choices[c] for c in KEY_CHOICES))
+    for run in runs:
+        res = records[run.source]
+        if res.get("choices"):
+            continue
+        same = known.get(tuple(sorted(run.settings.items())), set())
+        if len(same) == 1:
+            run.choices = dict(zip(KEY_CHOICES, next(iter(same)), strict=True))
+        elif isinstance(res.get("config"), Mapping):
+            run.choices.update(choices_from_config(res["config"]))
+
+
 def run_from_results(res: dict[str, Any], source: str) -> Run | Skipped:
     """A completed :class:`Run` from a ``results.json`` dict, or the :class:`Skipped` reason it is not one."""
+    problem = record_problem(res)
+    if problem is not None:
+        return Skipped(source, "malformed", problem)
     status = str(res.get("status", "missing"))
     if status != "completed":
         reason = res.get("reason") or (
@@ -270,6 +389,7 @@ def collect_folders(folders: list[str | Path]) -> Collection:
     out = Collection(sources=[str(f) for f in folders])
     seen: set[Path] = set()
     digests: dict[str, str] = {}
+    records: dict[str, dict] = {}
     for folder in map(Path, folders):
         if not folder.is_dir():
             raise FileNotFoundError(f"{folder}: no such folder")
@@ -286,6 +406,7 @@ def collect_folders(folders: list[str | Path]) -> Collection:
                     Skipped(str(path), "unreadable", f"unreadable results.json: {exc}", str(folder))
                 )
                 continue
+            records[str(path)] = res
             item = run_from_results(res, str(path))
             if isinstance(item, Skipped):
                 item.root = str(folder)
@@ -313,6 +434,7 @@ def collect_folders(folders: list[str | Path]) -> Collection:
             item.root = str(folder)
             item.curves = read_curves(path.parent)
             item.updated = modified(path.parent, item.curves)
+    fill_missing_choices(out.runs + out.running, records)
     return out
 
 

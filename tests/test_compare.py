@@ -141,6 +141,71 @@ def test_a_copied_run_is_a_duplicate_counted_once(sweep, tmp_path):
     assert f"the same settings, data and seed as {sweep / '0' / 'results.json'}" in dup[0].reason
 
 
+MALFORMED = {
+    "metrics_list": {"metrics": [1.0, 2.0]},
+    "choices_text": {"choices": "minvi_mp"},
+    "config_list": {"config": ["seed", 0]},
+    "fingerprint_text": {"fingerprint": "e88900d1353181ac"},
+    "missing_list": {"missing_metrics": ["classify/*"]},
+    "overrides_text": {"overrides": "objective=minvi_mp"},
+    "seed_text": {"config.seed": "zero"},
+    "status_number": {"status": 1},
+}
+
+
+def test_malformed_records_are_skipped_with_a_reason_and_an_older_record_joins_its_runs(sweep, tmp_path):
+    """Each record with a field of the wrong type is one skipped run with its reason, not an
+    abort; a record without ``fingerprint`` and ``choices`` (as older releases wrote) of a third
+    seed takes its settings and choices from its config and is a third run of its configuration."""
+    copy = tmp_path / "sweep"
+    shutil.copytree(sweep, copy, ignore=shutil.ignore_patterns("report", "wandb"))
+    completed = sorted(
+        p for p in copy.glob("*/results.json") if read_results(p.parent)["status"] == "completed"
+    )
+    base = json.loads(completed[0].read_text())
+    for name, change in MALFORMED.items():
+        res = json.loads(json.dumps(base))
+        for key, value in change.items():
+            node, _, leaf = key.partition(".")
+            if leaf:
+                res[node][leaf] = value
+            else:
+                res[node] = value
+        (copy / name).mkdir()
+        (copy / name / "results.json").write_text(json.dumps(res))
+    older = json.loads(json.dumps(base))
+    del older["fingerprint"], older["choices"]
+    older["config"]["seed"] = 7
+    (copy / "older").mkdir()
+    (copy / "older" / "results.json").write_text(json.dumps(older))
+
+    report = compare([copy], tmp_path / "report")
+    skipped = pd.read_csv(report.out_dir / "skipped.csv")
+    malformed = skipped[skipped["status"] == "malformed"]
+    assert sorted(Path(s).parent.name for s in malformed["source"]) == sorted(MALFORMED)
+    reasons = dict(zip((Path(s).parent.name for s in malformed["source"]), malformed["reason"]))
+    assert reasons["metrics_list"] == "malformed results.json: metrics is list [1.0, 2.0], expected an object"
+    assert reasons["seed_text"].startswith("malformed results.json: config.seed is str")
+    table = report.aggregate.table
+    assert sorted(table["objective"]) == sorted(OBJECTIVES)
+    objective = base["choices"]["objective"]
+    counts = dict(zip(table["objective"], table["n"]))
+    assert counts == {o: 3 if o == objective else 2 for o in OBJECTIVES}
+    row = table[table["objective"] == objective].iloc[0]
+    assert row["seeds"] == "0 1 7"
+
+
+def test_a_record_without_choices_is_matched_to_the_config_options_it_holds(sweep):
+    from mmvi.report.collect import choices_from_config
+
+    for path in sweep.glob("*/results.json"):
+        res = read_results(path.parent)
+        if res["status"] != "completed":
+            continue
+        derived = choices_from_config(res["config"])
+        assert derived == {k: res["choices"][k] for k in ("data", "model", "objective")}
+
+
 def test_measures_a_run_could_not_compute_are_shown_missing(sweep, tmp_path):
     """Both seeds of one objective recorded their probe as missing: its cells read "missing" and
     the reasons are listed; the other objective's numbers are unchanged."""

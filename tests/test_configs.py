@@ -112,3 +112,16 @@ def test_cluster_and_ddp_configs_compose(tmp_path):
     with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
         joblib = compose("train", overrides=["hydra/launcher=joblib"], return_hydra_config=True)
     assert "JoblibLauncher" in joblib.hydra.launcher._target_
+
+
+def test_the_default_run_has_the_default_budget_settings_and_the_presets_the_papers(tmp_path):
+    """`make train` (30 epochs): back-propagation through all MP steps from the start and classical
+    momentum; the paper presets and sweeps: the reference's ramp and dampened momentum."""
+    default = compose_train([], tmp_path)
+    assert default.trainer.max_epochs == 30
+    assert default.objective.grow_every == 0 and default.optim.momentum_dampening is False
+    paper = compose_train(["experiment=paper_mnist_mp"], tmp_path)
+    assert paper.objective.grow_every == 20 and paper.optim.momentum_dampening is True
+    for experiment in ("sweep_mnist_objectives", "sweep_mp_mask", "sweep_hybrid_alpha", "theorem21"):
+        assert compose_train([f"experiment={experiment}"], tmp_path).optim.momentum_dampening is True
+    assert compose_train(["objective=hybrid"], tmp_path).objective.minvi.grow_every == 20

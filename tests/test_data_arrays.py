@@ -186,7 +186,7 @@ def bad(folder, mfeat) -> Path:
         ),
         (
             {"files": {"pix": "pix.npy", "fou": "bad/fou_nan.npy"}},
-            r"fou_nan\.npy: 3 NaN/inf values, the first in row 17",
+            r"fou_nan\.npy \(modality 'fou'\): 3 NaN/inf values, the first in row 17",
         ),
         ({"labels": "bad/labels_short.npy"}, r"labels_short\.npy: 490 labels, but .*pix\.npy has 500 rows"),
         (

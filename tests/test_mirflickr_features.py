@@ -237,3 +237,34 @@ def test_bad_arguments(release):
     with pytest.raises(DataError, match=r"no image shards.*image/labelled"):
         load(root)
     assert mf.HOW_TO_GET_FEATURES in str(pytest.raises(DataError, load, root / "nowhere").value)
+
+
+def test_features_on_a_large_offset_are_standardised_exactly(release):
+    """float64 shards whose column 1 is a timestamp ≈ 1.7e9 s (float32's spacing there is 128 s):
+    the z-scores of the labelled splits and of the unlabelled stream equal a float64 reference."""
+    root, arrays = release
+    stamps = 1.7e9 + 0.25 * np.arange(N_LAB + 12, dtype=np.float64)
+    image = arrays["image"].astype(np.float64)
+    image[:, 1] = stamps[:N_LAB]
+    for k, name in enumerate(LAB_SHARDS):
+        np.save(root / "image" / "labelled" / name, image[10 * k : 10 * (k + 1)])
+    unl = arrays["unl_image"].astype(np.float64)
+    unl[:, 1] = stamps[N_LAB:]
+    start = 0
+    for name, n in UNL_SHARDS.items():
+        np.save(root / "image" / "unlabelled" / name, unl[start : start + n])
+        start += n
+    dm = load(root)
+    train = image[np.load(root / "splits" / "train_indices_1.npy"), 1]
+    mean, std = train.mean(), train.std()
+    for split, stem in (("train", "train"), ("val", "valid"), ("test", "test")):
+        idx = np.load(root / "splits" / f"{stem}_indices_1.npy")
+        z = dm.splits[split].modalities["image"][:, 1].double().numpy()
+        assert np.abs(z - (image[idx, 1] - mean) / std).max() < 1e-5, split
+    z = torch.cat([b["image"][:, 1] for b in dm.iter_unlabelled(batch_size=4)]).double().numpy()
+    assert np.abs(z - (unl[:, 1] - mean) / std).max() < 1e-5
+    # finite values float32 cannot hold: named as such, not as NaN/inf
+    image[3, 5] = 1e39
+    np.save(root / "image" / "labelled" / LAB_SHARDS[0], image[:10])
+    with pytest.raises(DataError, match=r"1 finite values beyond float32's range .* the first in row 3"):
+        load(root)

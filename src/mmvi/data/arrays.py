@@ -5,8 +5,9 @@
 
 File formats (``.npy``, ``.npz``, ``.csv``/``.tsv``/``.txt``, ``.parquet``), labels, splits (index
 files or stratified fractions) and each unit type's preprocessing (z-scoring with training
-statistics stored in the checkpoint, binarisation, counts): docs/data.md §3. Every error is one
-line naming the file and key, raised by ``setup`` before anything is trained.
+statistics stored in the checkpoint, binarisation, counts): docs/data.md §3. Gaussian views are
+standardised in float64, then cast; a CSV header 0..n−1 (pandas' default) is recognised. Every
+error is one line naming the file and key, raised by ``setup`` before anything is trained.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ import torch
 
 from mmvi.data.base import MultimodalDataModule, Split
 from mmvi.data.files import sha256_file
-from mmvi.data.preprocess import apply_zscore, stratified_split, zscore_stats
+from mmvi.data.preprocess import apply_zscore, float32_overflow, stratified_split, zscore_stats
 from mmvi.errors import DataError
 from mmvi.models.units import DATA_UNIT_TYPES
 
@@ -70,6 +71,8 @@ def _numeric_frame(frame, source: ArraySource, header: str = "auto") -> np.ndarr
     numbers = frame.apply(pd.to_numeric, errors="coerce")
     bad = (numbers.isna() & frame.notna()).to_numpy()
     drop = header == "true" or (header == "auto" and bad.size and bad[0].any() and not bad[1:].any())
+    if header == "auto" and not drop and not bad.any():
+        drop = default_column_header(numbers.to_numpy(dtype=np.float64), source)
     if drop:
         numbers, bad = numbers.iloc[1:], bad[1:]
     if bad.any():
@@ -81,6 +84,38 @@ def _numeric_frame(frame, source: ArraySource, header: str = "auto") -> np.ndarr
             f"{source}: column {name} holds {value!r} in row {row}, not a number (every column must be numeric)"
         )
     return numbers.to_numpy(dtype=np.float64)
+
+
+def default_column_header(values: np.ndarray, source: ArraySource) -> bool:
+    """Whether the first row of a numeric text table (N, n) is pandas' default header ``0,1,…,n−1``.
+
+    ``DataFrame.to_csv(index=False)`` of a frame without column names writes them as a first row
+    of numbers. It is taken as the header (logged) when it is exactly 0..n−1 and no other row is,
+    and either n ≥ 3 or the other rows hold non-integers (a data row 0..n−1 of n ≥ 3 whole numbers
+    is unlikely; of one or two it is common, e.g. bits); when it is ambiguous, a warning names
+    ``csv_header``.
+    """
+    if values.shape[0] < 2:
+        return False
+    names = np.arange(values.shape[1], dtype=np.float64)
+    if not np.array_equal(values[0], names) or (values[1:] == names).all(1).any():
+        return False
+    rest = values[1:]
+    if values.shape[1] >= 3 or bool((rest != np.round(rest)).any()):
+        log.warning(
+            "%s: first row %s taken as the column names pandas writes (to_csv of an unnamed frame), not "
+            "an example; set data.csv_header=false if it is one",
+            source,
+            ",".join(str(i) for i in range(values.shape[1])),
+        )
+        return True
+    log.warning(
+        "%s: the first row %s may be a header (pandas' default column names) or an example; it is "
+        "read as an example: set data.csv_header=true if it is a header",
+        source,
+        ",".join(str(i) for i in range(values.shape[1])),
+    )
+    return False
 
 
 def read_array(source: ArraySource, numeric: bool = True, header: str = "auto") -> np.ndarray:
@@ -121,7 +156,9 @@ def read_array(source: ArraySource, numeric: bool = True, header: str = "auto") 
             frame.columns = [str(c) for c in frame.columns]
         else:
             sep = {".csv": ",", ".tsv": "\t"}.get(suffix, r"\s+")
-            frame = pd.read_csv(path, header=None, sep=sep, dtype=None if numeric else str)
+            # names are read as written ("NA", "null", "nan" are names); only empty cells are missing
+            text = {} if numeric else {"dtype": str, "keep_default_na": False, "na_values": [""]}
+            frame = pd.read_csv(path, header=None, sep=sep, **text)
     except DataError:
         raise
     except Exception as exc:  # numpy/pandas/pyarrow raise many types on a bad file
@@ -138,7 +175,7 @@ def read_array(source: ArraySource, numeric: bool = True, header: str = "auto") 
 
 
 def read_labels(source: ArraySource, header: str = "auto") -> np.ndarray:
-    """Labels as numbers (ids or a 0/1 matrix), else as class names (one column)."""
+    """Labels as numbers (ids or a 0/1 matrix), else as class names (one column; an empty cell is "")."""
     try:
         return read_array(source, header=header)
     except DataError as exc:
@@ -147,11 +184,20 @@ def read_labels(source: ArraySource, header: str = "auto") -> np.ndarray:
     names = read_array(source, numeric=False, header=header)
     if names.ndim == 2 and names.shape[1] != 1:
         raise DataError(f"{source}: class names must be one column, found {names.shape[1]}")
-    return names.reshape(-1).astype(str)
+    import pandas as pd
+
+    names = names.reshape(-1)
+    # an empty cell (a missing Parquet value) becomes "", never the class "nan" or "None"
+    return np.where(pd.isna(names), "", names).astype(str)
 
 
-def as_matrix(x: np.ndarray, source: ArraySource) -> np.ndarray:
-    """(N,) → (N, 1); (N, d1, d2, …) → (N, d1·d2·…); numbers only; NaN/inf refused with count and row."""
+def as_matrix(x: np.ndarray, source: ArraySource, modality: str | None = None) -> np.ndarray:
+    """(N,) → (N, 1); (N, d1, d2, …) → (N, d1·d2·…); numbers only, in their own dtype.
+
+    NaN/inf are refused with their count and first row; finite float64 values beyond float32's
+    range (|x| > 3.4e38; models train in float32) with their count and range.
+    """
+    where = f"{source} (modality {modality!r})" if modality else str(source)
     if x.dtype.kind not in "biuf":
         raise DataError(f"{source}: array of {x.dtype} values, expected numbers")
     if x.ndim == 0:
@@ -164,8 +210,11 @@ def as_matrix(x: np.ndarray, source: ArraySource) -> np.ndarray:
         if bad.any():
             row = int(np.nonzero(bad.any(1))[0][0])
             raise DataError(
-                f"{source}: {int(bad.sum())} NaN/inf values, the first in row {row}; remove or impute them"
+                f"{where}: {int(bad.sum())} NaN/inf values, the first in row {row}; remove or impute them"
             )
+        problem = float32_overflow(x, where)
+        if problem:
+            raise DataError(problem)
     if x.shape[1] == 0:
         raise DataError(f"{source}: no features (shape {x.shape})")
     return x
@@ -185,7 +234,9 @@ def label_matrix(
         if y.dtype.kind == "f":
             if not np.isfinite(y).all():
                 raise DataError(
-                    f"{source}: labels hold NaN/inf (first in row {int(np.argmin(np.isfinite(y)))})"
+                    f"{source}: {int((~np.isfinite(y)).sum())} labels are empty or NaN/inf, the first in row "
+                    f"{int(np.argmin(np.isfinite(y)))}; give every example a class (or remove the rows from "
+                    "every file)"
                 )
             if (y != np.round(y)).any():
                 row = int(np.nonzero(y != np.round(y))[0][0])
@@ -271,7 +322,7 @@ class ArrayFiles(MultimodalDataModule):
         self.label_source: ArraySource | None = None
         #: row indices of each split into the files
         self.indices: dict[str, np.ndarray] = {}
-        #: ``{modality: (mean, std)}`` float32 of the standardised (Gaussian) modalities
+        #: ``{modality: (mean, std)}`` float64 of the standardised (Gaussian) modalities
         self.stats: dict[str, tuple[np.ndarray, np.ndarray]] = {}
         self.sha256: dict[str, str] = {}
         self._fixed_stats: dict[str, tuple[np.ndarray, np.ndarray]] | None = None
@@ -360,7 +411,7 @@ class ArrayFiles(MultimodalDataModule):
         arrays: dict[str, np.ndarray] = {}
         first: str | None = None
         for m, src in self.sources.items():
-            x = as_matrix(read_array(src, header=self.csv_header), src)
+            x = as_matrix(read_array(src, header=self.csv_header), src, m)
             if first is not None and x.shape[0] != arrays[first].shape[0]:
                 raise DataError(
                     f"{src}: {x.shape[0]} rows, but {self.sources[first]} has {arrays[first].shape[0]}; "
@@ -382,9 +433,24 @@ class ArrayFiles(MultimodalDataModule):
             # examples is a header row
             log.info("%s: first row %r taken as the header (one row more than the %d examples)", src, y[0], n)
             y = y[1:]
+        if self.csv_header == "auto" and y.dtype.kind == "f" and y.shape[0] == n + 1 and y.ndim <= 2:
+            row = y.reshape(n + 1, -1)[0]
+            if np.array_equal(row, np.arange(row.size)):
+                # an unnamed pandas Series/DataFrame written with to_csv(index=False): header 0[,1,…]
+                log.warning(
+                    "%s: first row %s taken as the header (one row more than the %d examples)", src, row, n
+                )
+                y = y[1:]
         if y.shape[0] != n:
             first = next(iter(self.sources.values()))
             raise DataError(f"{src}: {y.shape[0]} labels, but {first} has {n} rows; they must align")
+        if y.dtype.kind in "US":
+            empty = np.char.strip(y) == ""
+            if empty.any():
+                raise DataError(
+                    f"{src}: {int(empty.sum())} labels are empty, the first in row {int(np.argmax(empty))}; "
+                    "give every example a class (or remove the rows from every file)"
+                )
         onehot, names, single = label_matrix(y, src, self.given_label_names)
         self.label_names, self.single_label = names, single
         return onehot
@@ -500,7 +566,7 @@ class ArrayFiles(MultimodalDataModule):
 
     # ------------------------------------------------------------ checkpoint state
     def state_dict(self) -> dict:
-        """The standardisation statistics (tensors), files and their sha256; Lightning checkpoints it."""
+        """The standardisation statistics (float64 tensors), files and their sha256; Lightning checkpoints it."""
         return {
             "format": STATE_FORMAT,
             "standardization": {
@@ -517,7 +583,7 @@ class ArrayFiles(MultimodalDataModule):
         Data already loaded with other statistics are loaded again.
         """
         stats = {
-            m: (np.asarray(s["mean"], np.float32), np.asarray(s["std"], np.float32))
+            m: (_float64(s["mean"]), _float64(s["std"]))
             for m, s in (state_dict.get("standardization") or {}).items()
         }
         self._fixed_stats = stats
@@ -531,3 +597,8 @@ class ArrayFiles(MultimodalDataModule):
             log.info("standardising %s with the checkpoint's training statistics", sorted(stats))
             self.splits = {}
             self.setup()
+
+
+def _float64(t) -> np.ndarray:
+    """A checkpoint's statistic as float64 (checkpoints of earlier releases hold float32 ones)."""
+    return t.double().numpy() if isinstance(t, torch.Tensor) else np.asarray(t, dtype=np.float64)

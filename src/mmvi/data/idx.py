@@ -18,6 +18,7 @@ from torch import Tensor
 
 from mmvi.data.base import MultimodalDataModule, Split, one_hot
 from mmvi.data.files import read_bytes_maybe_gzip
+from mmvi.data.preprocess import float32_overflow
 from mmvi.errors import DataError
 
 # IDX type codes (third magic byte) → big-endian numpy dtypes
@@ -177,6 +178,9 @@ class CutImageData(MultimodalDataModule):
         if images.dtype == np.uint8:
             pixels = images.astype(np.float32) / np.float32(255.0)
         else:
+            problem = float32_overflow(images, f"{type(self).__name__}: the images")
+            if problem:
+                raise DataError(problem)
             pixels = images.astype(np.float32)
         mods = self.image_cut.split(pixels)
         y = torch.from_numpy(np.searchsorted(classes, labels).astype(np.int64))

@@ -26,7 +26,7 @@ from torch import Tensor
 from mmvi.data.base import MultimodalDataModule, Split
 from mmvi.data.files import default_data_dir, require_file, sha256_file
 from mmvi.data.image_features import FeatureParams, image_features, load_tar_images, tar_member_names
-from mmvi.data.preprocess import apply_zscore, zscore_stats
+from mmvi.data.preprocess import apply_zscore, float32_overflow, zscore_stats
 from mmvi.errors import DataError
 from mmvi.utils import atomic_path
 
@@ -121,6 +121,16 @@ def load_npy(path: Path, how_to_get: str, mmap: bool = False) -> np.ndarray:
         return np.load(path, mmap_mode="r" if mmap else None, allow_pickle=False)
     except (ValueError, OSError, EOFError) as exc:
         raise DataError(f"{path}: cannot load ({exc}). {how_to_get}") from None
+
+
+def _check_finite(x: np.ndarray, path: Path) -> None:
+    """NaN/inf, and finite values float32 cannot hold, are refused with their count (DataError)."""
+    problem = float32_overflow(x, f"{path} (modality 'image')")
+    if problem:
+        raise DataError(f"{problem}. {HOW_TO_GET_FEATURES}")
+    bad = ~np.isfinite(x)
+    if bad.any():
+        raise DataError(f"{path}: holds {int(bad.sum())} NaN/inf values. {HOW_TO_GET_FEATURES}")
 
 
 def load_sparse_csr(path: Path, how_to_get: str, n_cols: int) -> sp.csr_matrix:
@@ -294,6 +304,8 @@ class MIRFlickr(MultimodalDataModule):
         self.feature_params = FeatureParams(**fp)
         self.image_mean: np.ndarray | None = None
         self.image_std: np.ndarray | None = None
+        #: float64 (n,) subtracted from the image features as they are read (their first row)
+        self.image_offset: np.ndarray | None = None
         self.image_ids: dict[str, np.ndarray] | None = None
 
     def default_units(self, m: str) -> str:
@@ -323,9 +335,13 @@ class MIRFlickr(MultimodalDataModule):
             )
         if len(image["train"]) == 0:
             raise DataError(f"{self.data_dir}: no training documents left (min_tags={self.min_tags})")
-        self.image_mean, self.image_std = zscore_stats(image["train"])
+        # the arrays hold x - image_offset (float32, taken in float64): the z-scores are exact
+        # even when the features sit on a large offset
+        offset = np.zeros(image["train"].shape[1]) if self.image_offset is None else self.image_offset
+        mean, self.image_std = zscore_stats(image["train"])
+        self.image_mean = mean + offset
         for x in image.values():  # fresh float32 copies: standardise in place
-            x -= self.image_mean
+            x -= mean
             x /= self.image_std
         return {
             s: Split(
@@ -355,13 +371,16 @@ class MIRFlickr(MultimodalDataModule):
     def _labelled_images(self) -> np.ndarray:
         shards = self._shards("labelled")
         out = np.empty((sum(n for _, n in shards), IMAGE_DIM), dtype=np.float32)
-        offset = 0
+        self.image_offset = None
+        start = 0
         for path, n in shards:
-            block = out[offset : offset + n]
-            block[:] = load_npy(path, HOW_TO_GET_FEATURES, mmap=True)
-            if not np.isfinite(block).all():
-                raise DataError(f"{path}: holds NaN/inf values. {HOW_TO_GET_FEATURES}")
-            offset += n
+            raw = load_npy(path, HOW_TO_GET_FEATURES, mmap=True)
+            _check_finite(raw, path)
+            if self.image_offset is None:
+                self.image_offset = np.asarray(raw[0], dtype=np.float64) if n else np.zeros(IMAGE_DIM)
+            # x - offset in float64, then float32 (:func:`apply_zscore`): no precision lost to an offset
+            out[start : start + n] = apply_zscore(raw, self.image_offset, np.ones(IMAGE_DIM))
+            start += n
         return out
 
     def _fold_indices(self, n: int) -> dict[str, np.ndarray]:
@@ -449,9 +468,8 @@ class MIRFlickr(MultimodalDataModule):
             rows = rng.permutation(rows)
         for start in range(0, len(rows), bs):
             sel = rows[start : start + bs]
-            x = np.asarray(images[sel], dtype=np.float32)
-            if not np.isfinite(x).all():
-                raise DataError(f"{path}: holds NaN/inf values. {HOW_TO_GET_FEATURES}")
+            x = np.asarray(images[sel])
+            _check_finite(x, path)
             yield {
                 "image": torch.from_numpy(apply_zscore(x, self.image_mean, self.image_std)),
                 "text": torch.from_numpy((text[sel].toarray() > 0).astype(np.float32)),

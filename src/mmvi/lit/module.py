@@ -212,6 +212,9 @@ class MultimodalLitModule(pl.LightningModule):
             return self._bad_step("loss", batch_idx)
         opt.zero_grad(set_to_none=True)
         self.manual_backward(loss)
+        # replicated-softmax modalities: gradients per word, not per document (stable for any length)
+        if hasattr(self.model, "scale_length_gradients"):
+            self.model.scale_length_gradients(v)
         grads = [p.grad for p in self._params if p.grad is not None]
         if self._any_rank(not self._finite(grads)):
             opt.zero_grad(set_to_none=True)

@@ -140,6 +140,39 @@ class MultimodalRBM(nn.Module):
                 bias_scale = hs
         return bias_scale
 
+    @torch.no_grad()
+    def scale_length_gradients(self, v: Mapping[str, Tensor]) -> None:
+        """Divide the gradients that grow with the document length by the batch's mean length D̄.
+
+        A replicated-softmax modality m of a document of D words enters the model D times: its
+        energy −Σ_k v_k b_k − Σ_jk v_k W_kj h_j − D Σ_j c_j h_j is a sum over the D words
+        (Salakhutdinov & Hinton 2009, "Replicated Softmax: an Undirected Topic Model", NIPS), so
+        the gradients of W_m, b_m and (through the D-scaled bias) c are sums of D per-word terms
+        and grow with D: at a learning rate that suits short documents, long ones diverge. After
+        the backward pass this divides those gradients by D̄ (the mean of v_m's row sums in the
+        batch, at least 1), so that the step is that of the gradient per word, the same for
+        documents of any length: the counts are read as D draws from one word distribution, as
+        Hinton & Salakhutdinov's document models do when they divide the counts by D (Hinton,
+        CSC321 lecture notes on semantic hashing: "divide the counts in a bag of words vector by
+        N", the document's number of words). Batches of one-word documents (D̄ = 1) are unchanged.
+        ``c`` is scaled by the D̄ of the modality that scales the hidden bias
+        (:meth:`hidden_bias_scale`).
+
+        Args:
+            v: the training batch ``{modality: (B, n_m)}`` (its replicated-softmax modalities are read).
+        """
+        scaled_c = False
+        for m in reversed(self.names):
+            if m not in v or not isinstance(self.units[m].hidden_scale(v[m][:1]), Tensor):
+                continue
+            inv = 1.0 / v[m].sum(-1).mean().clamp_min(1.0)
+            for p in (self.W[m], self.b[m]):
+                if p.grad is not None:
+                    p.grad.mul_(inv.to(p.grad))
+            if not scaled_c and self.c.grad is not None:
+                self.c.grad.mul_(inv.to(self.c.grad))
+            scaled_c = True
+
     def hidden_bias(self, v: Mapping[str, Tensor]) -> Tensor:
         """c, scaled by the document length D when a replicated-softmax modality is in ``v``."""
         return self.c * self.hidden_bias_scale(v)

@@ -7,11 +7,15 @@ record holds a ``divergence`` is kept apart in :attr:`Collection.diverged` (neve
 ``include_diverged``; a stopped one is skipped and listed among the diverged). A run's
 *configuration* is its Hydra choices plus its recorded result-defining settings (``fingerprint.settings``,
 else :func:`mmvi.fingerprint.result_settings` of its config) minus the repeat keys (seed, data
-fold) (docs/workflow.md §2).
+fold) (docs/workflow.md §2). A record written before runs recorded their choices and fingerprint
+takes its settings from its ``config`` and its choices from the runs with the same settings, else
+from the config options it holds (:func:`choices_from_config`); a record whose fields have the
+wrong types is skipped with the reason (:func:`record_problem`).
 """
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 from collections.abc import Mapping
@@ -20,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 import pandas as pd
+import yaml
 
 from mmvi.fingerprint import flatten, is_path_setting, result_settings
 from mmvi.report.curves import Curves, read_curves
@@ -35,6 +40,30 @@ IGNORED_KEYS = {*REPEAT_KEYS, "sweep_name", "task_name", "ckpt_path", "tags"}
 IGNORED_PREFIXES = ("hydra", "paths.", "logger", "callbacks", "trainer.enable_progress_bar")
 # the value of a setting a run does not have (e.g. objective.alpha of a non-hybrid run)
 UNSET = "–"
+# the config groups whose option a record without choices is matched to (by its config node)
+DERIVABLE_CHOICES = ("data", "model", "objective")
+CONF_DIR = Path(__file__).resolve().parents[3] / "conf"
+# the fields of a results.json and the types they must have when present (None is allowed too)
+RECORD_FIELDS: dict[str, tuple[type, ...]] = {
+    "status": (str,),
+    "metrics": (Mapping,),
+    "choices": (Mapping,),
+    "config": (Mapping,),
+    "fingerprint": (Mapping,),
+    "overrides": (list,),
+    "missing_metrics": (Mapping,),
+    "job_num": (int,),
+    "duration_s": (int, float),
+    "reason": (str,),
+    "checkpoint": (str,),
+}
+NESTED_FIELDS: dict[str, tuple[type, ...]] = {
+    "config.data": (Mapping,),
+    "config.seed": (int,),
+    "config.task_name": (str,),
+    "fingerprint.settings": (Mapping,),
+    "fingerprint.digest": (str,),
+}
 
 
 @dataclass
@@ -173,8 +202,9 @@ def training_record(checkpoint: str | None) -> dict | None:
             record = json.loads((folder / name).read_text())
         except (OSError, ValueError):
             continue
-        if isinstance(record, dict) and (record.get("fingerprint") or record.get("config")):
-            return record
+        if isinstance(record, dict) and record_problem(record) is None:
+            if record.get("fingerprint") or record.get("config"):
+                return record
     return None
 
 
@@ -224,8 +254,94 @@ def make_run(res: Mapping[str, Any], source: str, status: str, metrics: dict[str
     )
 
 
+def record_problem(res: Mapping[str, Any]) -> str | None:
+    """Why a ``results.json`` dict cannot be read as a run (a field of the wrong type), or None.
+
+    Checks the fields of :data:`RECORD_FIELDS` (each may be absent or null) and the nodes of
+    ``config`` and ``fingerprint`` the report reads.
+    """
+    for key, types in RECORD_FIELDS.items():
+        value = res.get(key)
+        if value is None:
+            continue
+        if not isinstance(value, types) or (isinstance(value, bool) and bool not in types):
+            want = " or ".join("an object" if t is Mapping else t.__name__ for t in types)
+            return f"malformed results.json: {key} is {type(value).__name__} {_short(value)}, expected {want}"
+    for dotted, types in NESTED_FIELDS.items():
+        node, key = dotted.split(".")
+        value = (res.get(node) or {}).get(key)
+        if value is not None and (not isinstance(value, types) or isinstance(value, bool)):
+            return f"malformed results.json: {dotted} is {type(value).__name__} {_short(value)}"
+    return None
+
+
+def _short(value: Any) -> str:
+    text = json.dumps(value, default=str)
+    return text if len(text) <= 40 else text[:37] + "..."
+
+
+@functools.cache
+def _options(group: str) -> dict[str, dict[str, Any]]:
+    """``{option: flat values}`` of ``conf/<group>/*.yaml`` (empty when the config folder is absent)."""
+    out = {}
+    for path in sorted((CONF_DIR / group).glob("*.yaml")):
+        try:
+            node = yaml.safe_load(path.read_text())
+        except (OSError, yaml.YAMLError):
+            continue
+        if isinstance(node, dict) and "_target_" in node:
+            out[path.stem] = flatten({k: v for k, v in node.items() if k != "defaults"})
+    return out
+
+
+def choices_from_config(config: Mapping[str, Any]) -> dict[str, str]:
+    """The options of :data:`DERIVABLE_CHOICES` a recorded ``config`` was composed from.
+
+    For each group, the options of ``conf/<group>`` with the config node's ``_target_``; of these
+    the one with the most values equal to the node's (an override changes a few); none when two
+    tie or none has the target.
+    """
+    out = {}
+    for group in DERIVABLE_CHOICES:
+        node = config.get(group)
+        if not isinstance(node, Mapping) or "_target_" not in node:
+            continue
+        flat = flatten(node)
+        scores = {
+            name: sum(flat.get(k) == v for k, v in values.items() if not str(v).startswith("${"))
+            for name, values in _options(group).items()
+            if values.get("_target_") == node["_target_"]
+        }
+        best = sorted(scores.items(), key=lambda kv: -kv[1])
+        if best and (len(best) == 1 or best[0][1] > best[1][1]):
+            out[group] = best[0][0]
+    return out
+
+
+def fill_missing_choices(runs: list[Run], records: Mapping[str, Mapping[str, Any]]) -> None:
+    """Give runs whose record holds no choices those of the runs with the same settings (when they
+    agree), else :func:`choices_from_config` of their config; in place. ``records``: source → dict."""
+    known: dict[tuple, set[tuple]] = {}
+    for run in runs:
+        if records[run.source].get("choices"):
+            key = tuple(sorted(run.settings.items()))
+            known.setdefault(key, set()).add(tuple(run.choices[c] for c in KEY_CHOICES))
+    for run in runs:
+        res = records[run.source]
+        if res.get("choices"):
+            continue
+        same = known.get(tuple(sorted(run.settings.items())), set())
+        if len(same) == 1:
+            run.choices = dict(zip(KEY_CHOICES, next(iter(same)), strict=True))
+        elif isinstance(res.get("config"), Mapping):
+            run.choices.update(choices_from_config(res["config"]))
+
+
 def run_from_results(res: dict[str, Any], source: str) -> Run | Skipped:
     """A completed :class:`Run` from a ``results.json`` dict, or the :class:`Skipped` reason it is not one."""
+    problem = record_problem(res)
+    if problem is not None:
+        return Skipped(source, "malformed", problem)
     status = str(res.get("status", "missing"))
     if status != "completed":
         reason = res.get("reason") or (
@@ -264,6 +380,7 @@ def collect_folders(folders: list[str | Path], include_diverged: bool = False) -
     out = Collection(sources=[str(f) for f in folders])
     seen: set[Path] = set()
     digests: dict[str, str] = {}
+    records: dict[str, dict] = {}
     for folder in map(Path, folders):
         if not folder.is_dir():
             raise FileNotFoundError(f"{folder}: no such folder")
@@ -280,6 +397,7 @@ def collect_folders(folders: list[str | Path], include_diverged: bool = False) -
                     Skipped(str(path), "unreadable", f"unreadable results.json: {exc}", str(folder))
                 )
                 continue
+            records[str(path)] = res
             item = run_from_results(res, str(path))
             if isinstance(item, Skipped):
                 item.root = str(folder)
@@ -316,6 +434,7 @@ def collect_folders(folders: list[str | Path], include_diverged: bool = False) -
             item.root = str(folder)
             item.curves = read_curves(path.parent)
             item.updated = modified(path.parent, item.curves)
+    fill_missing_choices(out.runs + out.running, records)
     return out
 
 

@@ -69,6 +69,9 @@ OPTIM_KEYS = (
     "momentum_switch_epoch",
     "momentum_dampening",
     "weight_decay",
+    # how close the update follows the reference code's (mmvi.lit.module)
+    "momentum_negative",
+    "velocity_init",
 )
 OPTIM_RULES: list[tuple[str, Callable[[float], bool], str]] = [
     ("lr", lambda x: x > 0, "a number > 0"),
@@ -82,6 +85,7 @@ RULES: list[tuple[str, Callable[[float], bool], str]] = [
     ("model.n_hidden", *INT1),
     ("model.n_joint", *INT1),
     ("model.init_std", lambda x: x > 0, "a number > 0"),
+    ("model.visible_bias_clip", lambda x: 0 < x < 0.5, "a number in (0, 0.5)"),
     ("model.mf_steps", *INT1),
     ("model.mf_tol", lambda x: x >= 0, "a number >= 0 (or null)"),
     ("data.batch_size", *INT1),
@@ -125,6 +129,8 @@ CHOICES: list[tuple[str, tuple]] = [
     ("nonfinite.policy", ("backoff", "stop")),
     *((prefix + "k_schedule", ("fixed", "ramp")) for prefix in OBJECTIVE_PREFIXES),
     *((prefix + "sparsity_form", ("exact", "running_average")) for prefix in OBJECTIVE_PREFIXES),
+    *((prefix + "negative_statistics", ("free_energy", "hidden_states")) for prefix in OBJECTIVE_PREFIXES),
+    ("optim.velocity_init", ("gradient", "zero")),
     ("evaluation.inference", ("native", "converged")),
     ("evaluation.classifier.refit", ("train_val", "train")),
     ("evaluation.likelihood.ais_base", ("meanfield", "marginal")),
@@ -133,6 +139,7 @@ CHOICES: list[tuple[str, tuple]] = [
 FLAGS = [
     *(prefix + key for prefix in OBJECTIVE_PREFIXES for key in ("binarize_data", "persistent")),
     "optim.momentum_dampening",
+    "optim.momentum_negative",
     "trainer.enable_progress_bar",
     "evaluation.likelihood.enabled",
     "evaluation.retrieval.enabled",

@@ -92,6 +92,8 @@ def set_reference_weights(model: MultimodalRBM, weights: Mapping[str, np.ndarray
         raise ValueError(f"the weights have {n_hid} hidden units, the model {model.n_hidden}")
     for field, (param, m) in WEIGHT_FIELDS.items():
         value = np.asarray(weights[field], dtype=np.float64)
+        if param != "W":
+            value = value.reshape(-1)
         if m is None:
             model.c.copy_(torch.from_numpy(value).to(model.c))
             continue

@@ -25,6 +25,7 @@ from torch import Tensor
 
 from mmvi.evaluation.condce import conditional_cross_entropy
 from mmvi.fingerprint import CHECKPOINT_KEY
+from mmvi.lit import reference_update
 from mmvi.models.mrbm import MultimodalRBM
 from mmvi.objectives.base import Objective
 
@@ -83,6 +84,7 @@ class MultimodalLitModule(pl.LightningModule):
         self.optim = dict(optim)
         if self.optim["lr"] <= 0:
             raise ValueError(f"optim.lr must be positive, got {self.optim['lr']}")
+        reference_update.check(self.optim, self.objective)
         self.nonfinite = {
             "policy": "backoff",
             "backoff": 0.95,
@@ -178,14 +180,20 @@ class MultimodalLitModule(pl.LightningModule):
         if self._any_rank(not bool(torch.isfinite(loss))):
             return self._bad_step("loss", batch_idx)
         opt.zero_grad(set_to_none=True)
-        self.manual_backward(loss)
+        negative = reference_update.negative_gradients(self.optim, self.objective, self._params)
+        self.manual_backward(loss if negative is None else loss - self.objective.negative_part)
         grads = [p.grad for p in self._params if p.grad is not None]
+        if negative is not None:
+            grads += [g for g in negative if g is not None]
         if self._any_rank(not self._finite(grads)):
             opt.zero_grad(set_to_none=True)
             return self._bad_step("gradient", batch_idx)
         with torch.no_grad():
             torch._foreach_copy_(self._snapshot, self._params)
+        if self.global_step == 0:
+            reference_update.init_velocity(self.optim, opt.optimizer)
         opt.step()
+        reference_update.apply_negative(opt.optimizer, self._params, negative)
         if self._any_rank(not self._finite(self._params)):
             with torch.no_grad():
                 torch._foreach_copy_(self._params, self._snapshot)

@@ -47,6 +47,8 @@ class MultimodalRBM(nn.Module):
         init_std: std of the N(0, init_std²) weight initialisation (paper: 0.01).
         hidden_units: ``"bernoulli"`` (default), ``"stepped_sigmoid"`` or
             ``{"type": ..., "n_steps": 5, "sample_mode": "exact"}``.
+        visible_bias_clip: a Bernoulli modality's data means are clipped to [clip, 1 − clip]
+            before the logit of :meth:`init_visible_bias_from_data` (the reference code: 0.01).
     """
 
     def __init__(
@@ -55,8 +57,12 @@ class MultimodalRBM(nn.Module):
         n_hidden: int,
         init_std: float = 0.01,
         hidden_units: str | Mapping = "bernoulli",
+        visible_bias_clip: float = 1e-3,
     ) -> None:
         super().__init__()
+        if not 0.0 < visible_bias_clip < 0.5:
+            raise ValueError(f"model.visible_bias_clip must be in (0, 0.5), got {visible_bias_clip}")
+        self.visible_bias_clip = float(visible_bias_clip)
         if not modalities:
             raise ValueError("MultimodalRBM needs at least one modality")
         if n_hidden <= 0:
@@ -80,11 +86,12 @@ class MultimodalRBM(nn.Module):
     # ------------------------------------------------------------------ set-up
     @torch.no_grad()
     def init_visible_bias_from_data(self, means: Mapping[str, Tensor]) -> None:
-        """Visible bias = logit of the data mean (Bernoulli), the data mean (Gaussian)."""
+        """Visible bias = logit of the data mean clipped to [c, 1 − c] (Bernoulli; c =
+        ``visible_bias_clip``), the data mean (Gaussian)."""
         for m, mu in means.items():
             mu = mu.to(self.b[m])
             if self.units[m].name == "bernoulli":
-                mu = mu.clamp(1e-3, 1 - 1e-3)
+                mu = mu.clamp(self.visible_bias_clip, 1 - self.visible_bias_clip)
                 self.b[m].copy_(torch.log(mu) - torch.log1p(-mu))
             elif self.units[m].name == "gaussian":
                 self.b[m].copy_(mu)

@@ -14,6 +14,12 @@ chains lengths drawn (once, at chain initialisation) from the first batch's leng
 
 PCD Gibbs-step ramp of the reference code (PAPER.md §2): ``k_schedule=ramp`` uses
 k_t = min(1 + ⌊(t − 1)/10⌋, k) in epoch t (counted from 1); ``fixed`` uses k throughout.
+
+Negative statistics (``negative_statistics``): ``free_energy`` pairs the chains' visible states
+v_k with E[h | v_k] (−∂F(v_k), h summed out); ``hidden_states`` is the reference code's
+(``mrbm_train_bin_bin.m``): the chains' last hidden states h_k with E[v | h_k], i.e. −∂E(E[v|h_k], h_k).
+Both estimate the model expectation of the gradient. The negative term of the last loss is kept
+in :attr:`ContrastiveDivergence.negative_part` (for ``optim.momentum_negative=false``).
 """
 
 from __future__ import annotations
@@ -27,6 +33,7 @@ from mmvi.models.mrbm import MultimodalRBM
 from mmvi.objectives.base import Hidden, Objective
 
 K_SCHEDULES = ("fixed", "ramp")
+NEGATIVE_STATISTICS = ("free_energy", "hidden_states")
 RAMP_EVERY = 10
 
 
@@ -38,10 +45,17 @@ class ContrastiveDivergence(Objective):
         persistent: keep ``n_chains`` persistent chains (PCD) instead of restarting at the data.
         n_chains: number of persistent chains (paper: 500).
         k_schedule: ``fixed`` or ``ramp`` (module docstring).
+        negative_statistics: ``free_energy`` or ``hidden_states`` (module docstring).
     """
 
     def __init__(
-        self, k: int = 1, persistent: bool = False, n_chains: int = 100, k_schedule: str = "fixed", **kwargs
+        self,
+        k: int = 1,
+        persistent: bool = False,
+        n_chains: int = 100,
+        k_schedule: str = "fixed",
+        negative_statistics: str = "free_energy",
+        **kwargs,
     ) -> None:
         super().__init__(**kwargs)
         if k < 1:
@@ -50,6 +64,12 @@ class ContrastiveDivergence(Objective):
             raise ValueError(f"objective.n_chains must be >= 1, got {n_chains}")
         if k_schedule not in K_SCHEDULES:
             raise ValueError(f"objective.k_schedule={k_schedule!r}; allowed: {', '.join(K_SCHEDULES)}")
+        if negative_statistics not in NEGATIVE_STATISTICS:
+            raise ValueError(
+                f"objective.negative_statistics={negative_statistics!r}; allowed: {', '.join(NEGATIVE_STATISTICS)}"
+            )
+        self.negative_statistics = negative_statistics
+        self.negative_part: Tensor | None = None
         self.k = int(k)
         self.persistent = bool(persistent)
         self.n_chains = int(n_chains)
@@ -99,7 +119,8 @@ class ContrastiveDivergence(Objective):
         Args:
             v: the (prepared) batch; ``act`` (B, H): its hidden input (CD starts from it).
         Returns:
-            the final visible states and their hidden input (n, H).
+            the final visible states and their hidden input (n, H); the final hidden states (n, H)
+            are kept in ``last_hidden``.
         """
         if self.persistent:
             if not bool(self.chains_ready):
@@ -113,6 +134,7 @@ class ContrastiveDivergence(Objective):
             h = model.hidden.sample(neg_act)
         if self.persistent:
             self.chains_hidden.copy_(h)
+        self.last_hidden = h
         return vis, neg_act
 
     def terms(self, model: MultimodalRBM, v: Mapping[str, Tensor]) -> tuple[Tensor, Hidden, dict]:
@@ -120,6 +142,15 @@ class ContrastiveDivergence(Objective):
         act = model.hidden_input(full)
         pos_f = model.free_energy_from_input(full, act)
         neg, neg_act = self.negative_sample(model, full, act)
-        loss = pos_f.mean() - model.mean_free_energy_given_input(neg, neg_act)
+        neg_h = self.last_hidden
+        if self.negative_statistics == "hidden_states":
+            lengths = self.chain_lengths() if self.persistent else model.lengths(full)
+            with torch.no_grad():
+                means = {m: model.visible_mean(m, neg_h, lengths.get(m)) for m in model.names}
+            negative = -model.energy(means, neg_h).mean()
+        else:
+            negative = -model.mean_free_energy_given_input(neg, neg_act)
+        self.negative_part = negative
+        loss = pos_f.mean() + negative
         logs = {"free_energy": pos_f.detach().mean(), "k": torch.tensor(float(self.steps()))}
         return loss, model.hidden.mean(act), logs

@@ -174,7 +174,8 @@ def write_data(cfg_overrides: list[str], mnist_dir: Path) -> tuple[object, int]:
     from mmvi.config_check import instantiate_checked
     from mmvi.reference import images_to_reference
 
-    cfg = compose_config("train", [o for o in cfg_overrides if not o.startswith("data.max_examples")])
+    overrides = [o for o in cfg_overrides if not o.startswith("data.max_examples")]
+    cfg = compose_config("train", overrides, run_dir=mnist_dir / "data")
     dm = instantiate_checked(cfg.data)
     dm.setup()
     if (
@@ -204,7 +205,8 @@ def write_data(cfg_overrides: list[str], mnist_dir: Path) -> tuple[object, int]:
 
 
 def run_octave(args, out: Path) -> Path:
-    """Set up ``out/work`` and run the driver; return the folder it ran in."""
+    """Set up ``out/work`` and run the driver; return the folder it ran in. A finished run of the
+    same driver there (its ``representations.mat``) is reused, not run again."""
     ref = Path(args.ref).resolve()
     for needed in ("mnist/load_mnist.m", "mnist/startup.m", "mrnn/mrbm_train.m", "utils/sigmoid.m"):
         if not (ref / needed).is_file():
@@ -220,9 +222,15 @@ def run_octave(args, out: Path) -> Path:
         link = work / sub
         if not link.exists():
             link.symlink_to(ref / sub)
-    write_data(mmvi_overrides(args), mnist_dir)
     params = preset_params(args.preset, args.epochs, args.hidden)
-    (mnist_dir / "run_reference.m").write_text(driver(params, args.n_train, ref, shim.resolve()))
+    script = driver(params, args.n_train, ref, shim.resolve())
+    done = mnist_dir / "representations.mat"
+    if done.is_file() and (mnist_dir / "run_reference.m").read_text() == script:
+        print(f"reusing the finished reference run in {mnist_dir}", flush=True)
+        return mnist_dir
+    write_data(mmvi_overrides(args), mnist_dir)
+    (mnist_dir / "run_reference.m").write_text(script)
+    done.unlink(missing_ok=True)
     env = {**os.environ, "OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1"}
     t0 = time.perf_counter()
     with open(out / "octave.log", "w") as log:
@@ -239,7 +247,7 @@ def run_octave(args, out: Path) -> Path:
     return mnist_dir
 
 
-def compare_representations(weights: dict, reps_file: Path, overrides: list[str]) -> dict:
+def compare_representations(weights: dict, reps_file: Path, overrides: list[str], run_dir: Path) -> dict:
     """max |h_reference − h_mmvi| over the test set for both / left / right queries (same weights)."""
     import torch
     from scipy.io import loadmat
@@ -251,7 +259,7 @@ def compare_representations(weights: dict, reps_file: Path, overrides: list[str]
 
     reps = loadmat(str(reps_file))
     steps = int(np.asarray(reps["nmf_test"]).item())
-    cfg = compose_config("train", overrides)
+    cfg = compose_config("train", overrides, run_dir=run_dir)
     dm = instantiate_checked(cfg.data)
     dm.setup()
     complete_modalities(cfg, dm)
@@ -312,7 +320,7 @@ def main(argv: list[str] | None = None) -> int:
         wfile = str(np.asarray(loadmat(str(reps_file))["weights_file"]).item())
         weights = load_reference_weights(wfile)
         metrics = score_reference(weights, overrides, out / "score")
-        metrics.update(compare_representations(weights, reps_file, overrides))
+        metrics.update(compare_representations(weights, reps_file, overrides, out / "score"))
         rows.append(
             dict(
                 objective=NAMES[args.preset],
@@ -327,9 +335,12 @@ def main(argv: list[str] | None = None) -> int:
         from mmvi.api import run
 
         mm_over = overrides + list(args.mmvi_override)
-        tag = "_".join(o.replace("=", "-").replace(".", "-") for o in args.mmvi_override) or "mmvi"
+        tag = "_".join(
+            [f"mmvi_s{args.seed}", *(o.replace("=", "-").replace(".", "-") for o in args.mmvi_override)]
+        )
         res = run(mm_over, run_dir=out / tag)
         source = f"mmvi `experiment=paper_mnist_{args.preset}`" + (f" {args.label}" if args.label else "")
+        source += f" (seed {args.seed})"
         rows.append(
             dict(
                 objective=NAMES[args.preset],

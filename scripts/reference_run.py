@@ -200,6 +200,7 @@ def write_data(cfg_overrides: list[str], mnist_dir: Path) -> tuple[object, int]:
         savemat(
             mnist_dir / "data" / f"mnist_{name}.mat",
             {"digits": images_to_reference(images), "labels": labels.astype(np.float64)[:, None]},
+            do_compression=True,
         )
     return dm, n_train
 
@@ -244,6 +245,8 @@ def run_octave(args, out: Path) -> Path:
     if proc.returncode != 0:
         raise SystemExit(f"octave exited {proc.returncode}; see {out / 'octave.log'}")
     print(f"reference trained in {time.perf_counter() - t0:.0f} s", flush=True)
+    for name in ("mnist_train.mat", "mnist_test.mat"):  # derived from the IDX files; large
+        (mnist_dir / "data" / name).unlink(missing_ok=True)
     return mnist_dir
 
 

@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 export OMP_NUM_THREADS ?= 1
 
 .DEFAULT_GOAL := help
-.PHONY: help install test test-readme test-full train lint format bench bench-eval bench-train sweep-mnist sweep-alpha sweep-mask compare compare-watch sync clean clean-logs cluster-up cluster-down cluster-status test-cluster gpu-check
+.PHONY: help install test test-readme test-full train lint format bench bench-eval bench-train sweep-mnist sweep-alpha sweep-mask reference-run image-sets compare compare-watch sync clean clean-logs cluster-up cluster-down cluster-status test-cluster gpu-check
 
 help: ## list the targets
 	@grep -E '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  \033[36m%-14s\033[0m %s\n", $$1, $$2}'
@@ -61,6 +61,15 @@ sweep-alpha: ## hybrid alpha in {0,0.25,0.5,0.75,1} x 3 seeds, MNIST halves, job
 
 sweep-mask: ## MP mask rate x mean-field steps, MNIST halves, joblib (2 workers), then the report
 	PY=$(BIN)/python bash scripts/sweep.sh sweep_mp_mask $(ARGS)
+
+reference-run: ## the authors' MATLAB MRBM under Octave, scored by mmvi: REF=<clone> DATA=<IDX folder> PRESET=pcd OUT=runs/reference/<name> ARGS="--epochs 2 --hidden 100 --n-train 5000 --mmvi"
+	@test -n "$(REF)" -a -n "$(DATA)" || { echo "give REF=<clone of kihyuks/nips2014_multimodal_learning> DATA=<IDX folder>"; exit 2; }
+	nice -n 15 $(BIN)/python scripts/reference_run.py --ref $(REF) --data-dir $(DATA) --preset $(or $(PRESET),pcd) \
+		--out $(or $(OUT),runs/reference/$(or $(PRESET),pcd)) $(ARGS)
+
+image-sets: ## Fashion-MNIST's folder (Debian dataset-fashion-mnist) and the font-glyph IDX set built into DATA_OUT (default data/glyphs)
+	$(BIN)/python scripts/image_sets.py fashion
+	nice -n 15 $(BIN)/python scripts/image_sets.py glyphs --out $(or $(DATA_OUT),data/glyphs)
 
 compare: ## comparison report: make compare SWEEP=logs/train/multiruns/<name>/<time> (default: the latest sweep)
 	$(BIN)/python -m mmvi.compare $(or $(SWEEP),$$(ls -dt logs/train/multiruns/*/*/ | head -1))

@@ -30,6 +30,7 @@ from torch import Tensor
 from mmvi.constraints import INT0, NON_NEGATIVE, POSITIVE, Flag, Interval, Options, Settings, check_arguments
 from mmvi.errors import DivergenceError, NonFiniteError
 from mmvi.evaluation.condce import conditional_cross_entropy
+from mmvi.lit import reference_update
 from mmvi.lit.divergence import CONSTRAINTS as DIVERGENCE
 from mmvi.lit.divergence import TRAIN_LOSS, DivergenceDetector, train_mean_baseline
 from mmvi.models.mrbm import MultimodalRBM
@@ -81,6 +82,9 @@ class MultimodalLitModule(pl.LightningModule):
                 "momentum_switch_epoch": INT0,
                 "momentum_dampening": Flag(),
                 "weight_decay": NON_NEGATIVE,
+                # how closely the update follows the reference code's (mmvi.lit.reference_update)
+                "momentum_negative": Flag(),
+                "velocity_init": Options(("gradient", "zero")),
             }
         ),
         "nonfinite": Settings(
@@ -114,6 +118,7 @@ class MultimodalLitModule(pl.LightningModule):
         self.objective.setup(self.model)
         check_arguments(self, optim=optim, nonfinite=nonfinite, seed=seed, compile=compile)
         self.optim = dict(optim)
+        reference_update.check(self.optim, self.objective)
         self.nonfinite = {
             "policy": "backoff",
             "backoff": 0.95,
@@ -211,17 +216,23 @@ class MultimodalLitModule(pl.LightningModule):
         if self._any_rank(not bool(torch.isfinite(loss))):
             return self._bad_step("loss", batch_idx)
         opt.zero_grad(set_to_none=True)
-        self.manual_backward(loss)
+        negative = reference_update.negative_gradients(self.optim, self.objective, self._params)
+        self.manual_backward(loss if negative is None else loss - self.objective.negative_part)
         # replicated-softmax modalities: gradients per word, not per document (stable for any length)
         if hasattr(self.model, "scale_length_gradients"):
             self.model.scale_length_gradients(v)
         grads = [p.grad for p in self._params if p.grad is not None]
+        if negative is not None:
+            grads += [g for g in negative if g is not None]
         if self._any_rank(not self._finite(grads)):
             opt.zero_grad(set_to_none=True)
             return self._bad_step("gradient", batch_idx)
         with torch.no_grad():
             torch._foreach_copy_(self._snapshot, self._params)
+        if self.global_step == 0:
+            reference_update.init_velocity(self.optim, opt.optimizer)
         opt.step()
+        reference_update.apply_negative(opt.optimizer, self._params, negative)
         if self._any_rank(not self._finite(self._params)):
             with torch.no_grad():
                 torch._foreach_copy_(self._params, self._snapshot)

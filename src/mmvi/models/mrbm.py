@@ -18,7 +18,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from mmvi.constraints import INT1, POSITIVE, MappingOf, Options, Settings, check_arguments
+from mmvi.constraints import INT1, POSITIVE, Interval, MappingOf, Options, Settings, check_arguments
 from mmvi.models.units import LAYER_UNIT_TYPES, UNIT_OPTIONS, UNIT_TYPES, Units, make_hidden_units, make_units
 
 Visibles = dict[str, Tensor]
@@ -53,9 +53,16 @@ class MultimodalRBM(nn.Module):
         init_std: std of the N(0, init_std²) weight initialisation (paper: 0.01).
         hidden_units: ``"bernoulli"`` (default), ``"stepped_sigmoid"`` or
             ``{"type": ..., "n_steps": 5, "sample_mode": "exact"}``.
+        visible_bias_clip: a Bernoulli modality's data means are clipped to [clip, 1 − clip]
+            before the logit of :meth:`init_visible_bias_from_data` (the reference code: 0.01).
     """
 
-    constraints = {"modalities": MODALITIES, "n_hidden": INT1, "init_std": POSITIVE}
+    constraints = {
+        "modalities": MODALITIES,
+        "n_hidden": INT1,
+        "init_std": POSITIVE,
+        "visible_bias_clip": Interval(0, 0.5, closed="neither"),
+    }
 
     def __init__(
         self,
@@ -63,11 +70,19 @@ class MultimodalRBM(nn.Module):
         n_hidden: int,
         init_std: float = 0.01,
         hidden_units: str | Mapping = "bernoulli",
+        visible_bias_clip: float = 1e-3,
     ) -> None:
         super().__init__()
         if not modalities:
             raise ValueError("MultimodalRBM needs at least one modality")
-        check_arguments(self, modalities=modalities, n_hidden=n_hidden, init_std=init_std)
+        check_arguments(
+            self,
+            modalities=modalities,
+            n_hidden=n_hidden,
+            init_std=init_std,
+            visible_bias_clip=visible_bias_clip,
+        )
+        self.visible_bias_clip = float(visible_bias_clip)
         self.names: list[str] = list(modalities)
         self.sizes: dict[str, int] = {m: int(spec["size"]) for m, spec in modalities.items()}
         self.units: dict[str, Units] = {
@@ -87,20 +102,21 @@ class MultimodalRBM(nn.Module):
     # ------------------------------------------------------------------ set-up
     @torch.no_grad()
     def init_visible_bias_from_data(self, means: Mapping[str, Tensor]) -> None:
-        """Visible bias = logit of the data mean (Bernoulli), the data mean (Gaussian)."""
+        """Visible bias = logit of the data mean clipped to [c, 1 − c] (Bernoulli; c =
+        ``visible_bias_clip``), the data mean (Gaussian)."""
         for m, b in self.visible_bias_of_means(means).items():
             self.b[m].copy_(b)
 
     @torch.no_grad()
     def visible_bias_of_means(self, means: Mapping[str, Tensor]) -> dict[str, Tensor]:
         """``{m: (n_m,)}`` visible biases whose unit means are the data means ``means[m]`` (n_m,):
-        logit of the mean clamped to [1e-3, 1 − 1e-3] (Bernoulli), the mean (Gaussian), the log of
+        logit of the mean clamped to [c, 1 − c], c = ``visible_bias_clip`` (Bernoulli), the mean (Gaussian), the log of
         the normalised mean (counts)."""
         out = {}
         for m, mu in means.items():
             mu = mu.to(self.b[m])
             if self.units[m].name == "bernoulli":
-                mu = mu.clamp(1e-3, 1 - 1e-3)
+                mu = mu.clamp(self.visible_bias_clip, 1 - self.visible_bias_clip)
                 out[m] = torch.log(mu) - torch.log1p(-mu)
             elif self.units[m].name == "gaussian":
                 out[m] = mu.clone()

@@ -7,6 +7,12 @@ hidden space as module buffers (PCD: checkpointed; per rank under DDP with
 ``broadcast_buffers=False``); the negative statistics reuse the last step's hidden input, one
 product per step and modality. ``k_schedule=ramp`` is the reference's ramp
 k_t = min(1 + ⌊(t − 1)/10⌋, k) (docs/paper.md §2); ``fixed`` uses k throughout.
+
+Negative statistics (``negative_statistics``): ``free_energy`` pairs the chains' visible states
+v_k with E[h | v_k] (−∂F(v_k), h summed out); ``hidden_states`` is the reference code's: the
+chains' last hidden states h_k with E[v | h_k], i.e. −∂E(E[v|h_k], h_k). Both estimate the model
+expectation of the gradient. The negative term of the last loss is kept in
+:attr:`ContrastiveDivergence.negative_part` (for ``optim.momentum_negative=false``).
 """
 
 from __future__ import annotations
@@ -21,6 +27,7 @@ from mmvi.models.mrbm import MultimodalRBM
 from mmvi.objectives.base import Hidden, Objective
 
 K_SCHEDULES = ("fixed", "ramp")
+NEGATIVE_STATISTICS = ("free_energy", "hidden_states")
 RAMP_EVERY = 10
 
 
@@ -32,15 +39,37 @@ class ContrastiveDivergence(Objective):
         persistent: keep ``n_chains`` persistent chains (PCD) instead of restarting at the data.
         n_chains: number of persistent chains (paper: 500).
         k_schedule: ``fixed`` or ``ramp`` (docs/design.md §3.1).
+        negative_statistics: ``free_energy`` or ``hidden_states`` (module docstring).
     """
 
-    constraints = {"k": INT1, "persistent": Flag(), "n_chains": INT1, "k_schedule": Options(K_SCHEDULES)}
+    constraints = {
+        "k": INT1,
+        "persistent": Flag(),
+        "n_chains": INT1,
+        "k_schedule": Options(K_SCHEDULES),
+        "negative_statistics": Options(NEGATIVE_STATISTICS),
+    }
 
     def __init__(
-        self, k: int = 1, persistent: bool = False, n_chains: int = 100, k_schedule: str = "fixed", **kwargs
+        self,
+        k: int = 1,
+        persistent: bool = False,
+        n_chains: int = 100,
+        k_schedule: str = "fixed",
+        negative_statistics: str = "free_energy",
+        **kwargs,
     ) -> None:
         super().__init__(**kwargs)
-        check_arguments(self, k=k, persistent=persistent, n_chains=n_chains, k_schedule=k_schedule)
+        check_arguments(
+            self,
+            k=k,
+            persistent=persistent,
+            n_chains=n_chains,
+            k_schedule=k_schedule,
+            negative_statistics=negative_statistics,
+        )
+        self.negative_statistics = negative_statistics
+        self.negative_part: Tensor | None = None
         self.k = int(k)
         self.persistent = bool(persistent)
         self.n_chains = int(n_chains)
@@ -90,7 +119,8 @@ class ContrastiveDivergence(Objective):
         Args:
             v: the (prepared) batch; ``act`` (B, H): its hidden input (CD starts from it).
         Returns:
-            the final visible states and their hidden input (n, H).
+            the final visible states and their hidden input (n, H); the final hidden states (n, H)
+            are kept in ``last_hidden``.
         """
         if self.persistent:
             if not bool(self.chains_ready):
@@ -104,6 +134,7 @@ class ContrastiveDivergence(Objective):
             h = model.hidden.sample(neg_act)
         if self.persistent:
             self.chains_hidden.copy_(h)
+        self.last_hidden = h
         return vis, neg_act
 
     def terms(self, model: MultimodalRBM, v: Mapping[str, Tensor]) -> tuple[Tensor, Hidden, dict]:
@@ -111,6 +142,15 @@ class ContrastiveDivergence(Objective):
         act = model.hidden_input(full)
         pos_f = model.free_energy_from_input(full, act)
         neg, neg_act = self.negative_sample(model, full, act)
-        loss = pos_f.mean() - model.mean_free_energy_given_input(neg, neg_act)
+        neg_h = self.last_hidden
+        if self.negative_statistics == "hidden_states":
+            lengths = self.chain_lengths() if self.persistent else model.lengths(full)
+            with torch.no_grad():
+                means = {m: model.visible_mean(m, neg_h, lengths.get(m)) for m in model.names}
+            negative = -model.energy(means, neg_h).mean()
+        else:
+            negative = -model.mean_free_energy_given_input(neg, neg_act)
+        self.negative_part = negative
+        loss = pos_f.mean() + negative
         logs = {"free_energy": pos_f.detach().mean(), "k": torch.tensor(float(self.steps()))}
         return loss, model.hidden.mean(act), logs

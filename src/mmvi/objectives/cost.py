@@ -40,7 +40,9 @@ def product_flops(model: MultimodalRBM, names: Iterable[str], rows: float) -> fl
 def _cd(obj: ContrastiveDivergence, model: MultimodalRBM, b: int) -> float:
     n = obj.n_chains if obj.persistent else b
     everything = model.names
-    return 2 * product_flops(model, everything, b) + (2 * obj.steps() + 1) * product_flops(model, everything, n)
+    return 2 * product_flops(model, everything, b) + (2 * obj.steps() + 1) * product_flops(
+        model, everything, n
+    )
 
 
 def _conditional(obj: ConditionalCD | CDPercLoss, model: MultimodalRBM, b: int) -> float:

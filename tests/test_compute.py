@@ -88,7 +88,9 @@ def test_cumulative_measures_of_a_real_run(tmp_path):
     """3 epochs of 200 examples: examples = 200·(epoch + 1), FLOPs = examples × the count per example,
     seconds increasing; results.json's compute holds the totals."""
     small = [o for o in SMALL_RUN if not o.startswith("trainer.max_epochs")]
-    out = mmvi.run(["data=mnist5k", *small, "trainer.max_epochs=3", "objective=minvi_mp"], run_dir=tmp_path / "r")
+    out = mmvi.run(
+        ["data=mnist5k", *small, "trainer.max_epochs=3", "objective=minvi_mp"], run_dir=tmp_path / "r"
+    )
     folder = Path(out["run_dir"])
     log = pd.read_csv(folder / "csv" / "metrics.csv")
     rows = log.dropna(subset=["train/examples"]).sort_values("epoch")

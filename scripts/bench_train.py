@@ -25,6 +25,7 @@ from mmvi.data.base import Split
 from mmvi.data.mnist import MNIST5kHalves
 from mmvi.deep.stages import SplitsDataModule
 from mmvi.lit.module import MultimodalLitModule
+from mmvi.objectives import cost
 
 N_VIS, N_HID, BATCH = 392, 1000, 100
 MODEL = {
@@ -98,29 +99,10 @@ def matmul_flops(rows: int, inner: int, cols: int) -> float:
     return 2.0 * rows * inner * cols
 
 
-def flops_per_example(name: str) -> float:
-    """Matmul FLOPs per training example, counted from the shapes (a backward matmul = 2 forward)."""
-    one = matmul_flops(1, N_VIS, N_HID)  # one modality's W product for one example
-    if name.startswith("mp"):
-        T = 5
-        K = 5 if name.endswith("full") else 1
-        # per direction, forward: the given half's input, the observed part's, T × (visible mean +
-        # hidden input), the final visible input: 3 + 2T products; backward: each product inside the
-        # back-propagation window costs a weight gradient and (but for data inputs) an input gradient:
-        # 4·min(K, T) + 4 products (the reference's nstop truncation)
-        fwd = (3 + 2 * T) * one
-        bwd = (4 * min(K, T) + 4) * one
-        return 2 * (fwd + bwd)
-    if name.startswith("cdpl"):
-        k = 10
-        # per direction: h0 (1), sample (1), k × (hidden input + sample), negative statistics (2)
-        chain = 2 * one + k * 2 * one
-        return 2 * chain + 2 * (2 * one) * 3  # + F(data) forward/backward
-    if name.startswith("pcd"):
-        k, chains = 1, 500
-        chain = chains / BATCH * (k * 4 * one + 2 * one)  # Gibbs steps + statistics, over the batch
-        return chain + 2 * (2 * one) * 3
-    raise ValueError(name)
+def flops_per_example(objective: dict) -> float:
+    """Matmul FLOPs per training example of the first epoch (:mod:`mmvi.objectives.cost`)."""
+    lit = lit_module(objective)
+    return cost.flops_per_example(lit.objective, lit.model, BATCH)
 
 
 def sync(device: torch.device) -> None:
@@ -288,7 +270,7 @@ def main() -> None:
     for key, objective in OBJECTIVES.items():
         alone = bench_step_alone(objective, device, args.steps, args.bf16)
         loop = bench_step_in_loop(objective, device, args.steps, args.bf16)
-        fpe = flops_per_example(key)
+        fpe = flops_per_example(objective)
         achieved = BATCH / alone * fpe / 1e9
         print(
             f"{key:<11} {BATCH / alone:>10.0f} {BATCH / loop:>10.0f} {100 * (loop - alone) / alone:>8.1f}% "

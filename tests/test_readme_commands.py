@@ -87,6 +87,7 @@ COMMANDS: dict[str, How] = {
         fill={"--watch 30 <folder>": f"--watch 1 {SWEEP}"}
     ),
     ".venv/bin/python -m mmvi.compare <folder> --baseline": How(fill={"<folder>": SWEEP}),
+    ".venv/bin/python -m mmvi.compare <folder> --x flops": How(fill={"<folder>": SWEEP}),
     ".venv/bin/python -m mmvi.train -m experiment=theorem21": How(
         append=["trainer.max_epochs=1", "hydra.sweep.dir=logs/theorem21"],
         expect="logs/theorem21/theorem21.md",

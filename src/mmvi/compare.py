@@ -21,6 +21,14 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from mmvi.report.collect import Collection, Skipped, collect_folders
+from mmvi.report.compute import (
+    X_AXES,
+    budget_axis,
+    equal_compute_frame,
+    equal_compute_note,
+    equal_compute_table,
+)
+from mmvi.report.frontier import FRONTIER_NOTE, frontier_plots, frontier_points, mark_frontier
 from mmvi.report.html import Page, render
 from mmvi.report.paired import (
     BaselineError,
@@ -32,7 +40,7 @@ from mmvi.report.paired import (
     paired_table,
 )
 from mmvi.report.paper import CLAIM, LITERATURE_NOTE, check_claims, claims_table, mirflickr_table
-from mmvi.report.plots import Plot, make_curve_plots, make_plots
+from mmvi.report.plots import Plot, configuration_groups, make_curve_plots, make_plots
 from mmvi.report.stats import CORRECTIONS, N_BOOT
 from mmvi.report.tables import (
     Aggregate,
@@ -91,6 +99,7 @@ def compare(
     correction: str = "holm",
     include_diverged: bool = False,
     n_boot: int = N_BOOT,
+    x: str = "epoch",
 ) -> Report:
     """Collect (or take) the runs, write every table, plot and ``index.html``; return the report.
 
@@ -101,7 +110,13 @@ def compare(
     ``baselines``: ``(key, value)`` pairs naming baseline configurations to compare every other one
     with; ``correction``: ``holm`` or ``fdr_bh``; ``include_diverged``: diverged runs are averaged in
     (marked) instead of left out. Raises :class:`BaselineError` for a baseline that matches nothing.
+
+    ``x``: the curves' x axis, ``epoch`` or a compute axis (``seconds``, ``flops``, ``examples``;
+    :mod:`mmvi.report.compute`), which is also the equal-compute table's (FLOPs for ``epoch``).
+    Raises ValueError for another ``x``.
     """
+    if x not in X_AXES:
+        raise ValueError(f"x={x!r}; allowed: {', '.join(X_AXES)}")
     if collection is None:
         collection = collect_folders(folders, include_diverged=include_diverged)
     if out is None:
@@ -125,13 +140,20 @@ def compare(
     claims, errors = check_claims(agg, tol_pp, pairing)
     mirflickr = mirflickr_table(agg)
     plots = make_plots(agg, out_dir)
-    plots += make_curve_plots(agg, collection.runs, collection.running if live else [], out_dir)
+    plots += make_curve_plots(agg, collection.runs, collection.running if live else [], out_dir, x)
     plots += forest_plots(paired, out_dir)
+    axis = budget_axis(x)
+    equal = equal_compute_frame(agg, configuration_groups(agg, collection.runs), axis)
+    front_plots, front_table = frontier_plots(agg, out_dir)
+    plots += front_plots
+    points = frontier_points(agg)
 
     write_csv(agg.table, out_dir / "table.csv")
     write_csv(agg.runs, out_dir / "runs.csv")
     write_csv(skipped_frame(skipped_runs, out_dir), out_dir / "skipped.csv")
     write_csv(paired, out_dir / "paired.csv")
+    write_csv(equal, out_dir / "equal_compute.csv")
+    write_csv(mark_frontier(points) if len(points) else points, out_dir / "frontier.csv")
     note = method_note(correction, n_boot).format(n=len(paired))
     write_text_atomic(
         out_dir / "paired.md", "# Paired comparisons\n\n" + note + "\n\n" + to_markdown(paired_text)
@@ -158,7 +180,10 @@ def compare(
         errors=errors,
         mirflickr=mirflickr,
         plots=plots,
-        links=["table.md", "table.csv", "runs.csv", "skipped.csv", "paired.md", "paired.csv", "paper.md"],
+        links=[
+            *("table.md", "table.csv", "runs.csv", "skipped.csv", "paired.md", "paired.csv", "paper.md"),
+            *("equal_compute.csv", "frontier.csv"),
+        ],
         claim_note=claim_note(tol_pp),
         running=running,
         refresh=max(1, int(round(refresh))) if live else None,
@@ -167,6 +192,11 @@ def compare(
         paired_note=note,
         diverged=diverged,
         diverged_included=include_diverged,
+        x=x,
+        equal_compute=equal_compute_table(equal, axis),
+        equal_compute_note=equal_compute_note(axis),
+        frontier=front_table,
+        frontier_note=FRONTIER_NOTE,
     )
     write_text_atomic(out_dir / "index.html", render(page))
     return Report(out_dir, collection, agg, plots, markdown)
@@ -231,6 +261,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         help="average runs that recorded a divergence into the tables, curves and claims (marked)",
     )
     parser.add_argument(
+        "--x",
+        choices=tuple(X_AXES),
+        default="epoch",
+        help="x axis of the curves: epoch, or cumulative training seconds, matmul FLOPs or examples seen "
+        "(also the equal-compute table's axis; FLOPs for epoch)",
+    )
+    parser.add_argument(
         "--watch",
         type=float,
         metavar="SECONDS",
@@ -291,6 +328,7 @@ def options(args: argparse.Namespace) -> dict:
         "baselines": args.baseline,
         "correction": args.correction,
         "include_diverged": args.include_diverged,
+        "x": args.x,
     }
 
 

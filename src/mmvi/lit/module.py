@@ -31,6 +31,8 @@ from mmvi.constraints import INT0, NON_NEGATIVE, POSITIVE, Flag, Interval, Optio
 from mmvi.errors import DivergenceError, NonFiniteError
 from mmvi.evaluation.condce import conditional_cross_entropy
 from mmvi.lit import reference_update
+from mmvi.lit.compute import CHECKPOINT_KEY as COMPUTE_KEY
+from mmvi.lit.compute import ComputeMeter
 from mmvi.lit.divergence import CONSTRAINTS as DIVERGENCE
 from mmvi.lit.divergence import TRAIN_LOSS, DivergenceDetector, train_mean_baseline
 from mmvi.models.mrbm import MultimodalRBM
@@ -138,6 +140,7 @@ class MultimodalLitModule(pl.LightningModule):
         self.register_buffer("lr_backoff", torch.ones((), dtype=torch.float64))
         self.register_buffer("bad_steps", torch.zeros((), dtype=torch.long))
         self._consecutive_bad = 0
+        self.compute = ComputeMeter()  # cumulative seconds, examples, FLOPs (mmvi.lit.compute)
 
     # ------------------------------------------------------------- optimiser
     def configure_optimizers(self) -> torch.optim.Optimizer:
@@ -242,6 +245,13 @@ class MultimodalLitModule(pl.LightningModule):
         self._accumulate({"loss": loss, **logs}, bs)
         return loss.detach()
 
+    def on_train_batch_start(self, batch: dict, batch_idx: int) -> None:
+        self.compute.batch_start(batch_idx)
+
+    def on_train_batch_end(self, outputs, batch: dict, batch_idx: int) -> None:
+        bs = next(iter(batch["modalities"].values())).shape[0]
+        self.compute.batch_end(self.objective, self.model, bs, self.trainer.world_size)
+
     def _accumulate(self, values: dict[str, Tensor], n: int) -> None:
         """Add a step's measures (weighted by its batch size) to the epoch's sums, on the device."""
         for k, x in values.items():
@@ -261,6 +271,8 @@ class MultimodalLitModule(pl.LightningModule):
         self.log("train/lr", float(group["lr"]))
         self.log("train/momentum", float(group["momentum"]))
         self.log("train/nonfinite_steps", self.bad_steps.float())
+        for name, value in self.compute.epoch_end().items():
+            self.log(name, value)
         self._check_divergence(
             float(self._sums["loss"] / count) if "loss" in getattr(self, "_sums", {}) else None
         )
@@ -268,8 +280,9 @@ class MultimodalLitModule(pl.LightningModule):
     # ------------------------------------------------------------ divergence
     @property
     def run_fields(self) -> dict:
-        """What the run record takes from training: ``{"divergence": {...}}`` when a rule tripped."""
-        return self.divergence.record
+        """What the run record takes from training: ``{"divergence": {...}}`` when a rule tripped,
+        and ``compute`` (:mod:`mmvi.lit.compute`)."""
+        return {**self.divergence.record, "compute": self.compute.record}
 
     def _divergence_baseline(self, dm) -> None:
         """The train-mean predictor's validation cross-entropy, when the data module has the splits."""
@@ -358,6 +371,7 @@ class MultimodalLitModule(pl.LightningModule):
         if self.divergence.enabled:
             state = {**self.divergence.state_dict(), "lr_factor": self._lr_divergence}
             checkpoint[DIVERGENCE_KEY] = {**state, "best_state": self._best_state}
+        checkpoint[COMPUTE_KEY] = self.compute.state_dict()
         if self._trainer is None or self._trainer.world_size == 1:
             return
         checkpoint["per_rank_buffers"] = {
@@ -367,6 +381,7 @@ class MultimodalLitModule(pl.LightningModule):
     def on_load_checkpoint(self, checkpoint: dict) -> None:
         rank = self.global_rank if self._trainer is not None else 0
         select_rank_state(checkpoint, rank)
+        self.compute.load_state_dict(checkpoint.get(COMPUTE_KEY) or {})
         state = checkpoint.get(DIVERGENCE_KEY)
         if state:
             self.divergence.load_state_dict(state)

@@ -58,6 +58,11 @@ class Page:
     paired_note: str = ""
     diverged: TextTable | None = None
     diverged_included: bool = False
+    x: str = "epoch"
+    equal_compute: TextTable | None = None
+    equal_compute_note: str = ""
+    frontier: TextTable | None = None
+    frontier_note: str = ""
 
 
 def looks_numeric(text: str) -> bool:
@@ -88,7 +93,9 @@ def html_table(table: TextTable, table_id: str = "", level: int = 3) -> str:
 
 
 def figure(plot: Plot) -> str:
-    if plot.kind == "forest":
+    if plot.kind == "frontier":
+        caption = f"{plot.axis}: joint NLL against cross-modal prediction, non-dominated runs ringed"
+    elif plot.kind == "forest":
         caption = f"{plot.measure}: paired differences A − B with their intervals"
     else:
         caption = plot.measure if plot.kind in ("bar", "curve") else f"{plot.measure} vs {plot.axis}"
@@ -166,6 +173,35 @@ def render(page: Page) -> str:
             f'<p class="note">Runs whose training ran away (recorded in their results.json); {escape(how)}.</p>\n'
             + html_table(replace(page.diverged, title=""), "diverged")
         )
+    equal = ""
+    if page.equal_compute is not None:
+        equal = (
+            '<h2 id="equal-compute">Equal compute</h2>\n'
+            f'<p class="note">{escape(page.equal_compute_note)}</p>\n'
+            + (
+                html_table(replace(page.equal_compute, title=""), "equal-compute")
+                if page.equal_compute.rows
+                else '<p class="note">no run logged its training cost (train/seconds, train/flops)</p>\n'
+            )
+        )
+    frontier = ""
+    if page.frontier is not None:
+        figures = "".join(figure(p) for p in page.plots if p.kind == "frontier")
+        frontier = (
+            '<h2 id="frontier">Trade-off frontier</h2>\n'
+            f'<p class="note">{escape(page.frontier_note)}</p>\n'
+            + (
+                f'<div class="plots">{figures}</div>\n' + html_table(page.frontier, "frontier")
+                if figures
+                else '<p class="note">no run has the joint NLL (nll): evaluate with '
+                "evaluation.likelihood.enabled=true</p>\n"
+            )
+        )
+    x_note = (
+        ""
+        if page.x == "epoch"
+        else f" Drawn against {escape(page.x)} (cumulative, mean over seeds per epoch)."
+    )
     return f"""<!DOCTYPE html>
 <html lang="en">
 <head>
@@ -192,8 +228,9 @@ never enter the averages.</p>
 <h2 id="curves">Curves</h2>
 <p class="note">Per-epoch measures: one line per configuration, the mean over seeds with a ± std band; × marks a
 run that stopped before the others; runs still training are dotted, one line each. Deep-pipeline runs put their
-stages one after the other on the pipeline-epoch axis (pathway layers, top layer, fine-tuning).</p>
+stages one after the other on the pipeline-epoch axis (pathway layers, top layer, fine-tuning).{x_note}</p>
 {curves or '<p class="note">no per-epoch logs</p>'}
+{equal}{frontier}
 <h2>Plots</h2>
 <h3>By configuration</h3>
 <div class="plots">{bars or '<p class="note">none</p>'}</div>

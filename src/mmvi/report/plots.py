@@ -20,6 +20,7 @@ from matplotlib.lines import Line2D
 from matplotlib.ticker import MaxNLocator
 
 from mmvi.report.collect import KEY_CHOICES, UNSET, Run
+from mmvi.report.compute import X_LABELS, against, x_of
 from mmvi.report.curves import across_runs, curve_measures, split_stage
 from mmvi.report.tables import Aggregate, measure_label
 from mmvi.utils import atomic_path
@@ -234,8 +235,13 @@ def curve_plot(
     groups: list[tuple[str, str, str, list[Run]]],
     running: list[tuple[str, str, Run]],
     out_dir: Path,
+    x: str = "epoch",
 ) -> Plot | None:
     """Learning curve of one per-epoch measure; ``None`` when no run logged it.
+
+    ``x``: the x axis (:data:`mmvi.report.compute.X_AXES`); against a compute axis a configuration's
+    mean is drawn at the mean over its runs of their x at each epoch, and runs that did not log the
+    axis are left out.
 
     ``groups``: (label, objective, line style, completed runs) per configuration: the mean over its runs
     with a ± std band (runs aligned by epoch; a run ending before the others or before its
@@ -246,17 +252,20 @@ def curve_plot(
     ax = fig.add_subplot()
     drawn = early = False
     for label, objective, style, runs in groups:
-        series = [r.curves.frame[measure].dropna() for r in runs if r.curves and measure in r.curves.frame]
-        series = [x for x in series if len(x)]
-        if not series:
+        frames = [r.curves.frame for r in runs if r.curves and measure in r.curves.frame]
+        frames = [f for f in frames if f[measure].notna().any() and x_of(f, x) is not None]
+        if not frames:
             continue
+        series = [f[measure].dropna() for f in frames]
         colour = objective_colour(objective)
         stats = across_runs(series)
-        x = stats.index.to_numpy()
-        marker = "o" if len(x) <= 12 else None
+        xs = across_runs([x_of(f, x) for f in frames])["mean"].reindex(stats.index)
+        stats = stats[xs.notna().to_numpy()]
+        x_pos = xs.dropna().to_numpy() if x != "epoch" else stats.index.to_numpy()
+        marker = "o" if len(x_pos) <= 12 else None
         n_runs = len(series)
         ax.plot(
-            x,
+            x_pos,
             stats["mean"],
             color=colour,
             ls=style,
@@ -268,7 +277,7 @@ def curve_plot(
         band = stats["std"].notna().to_numpy()
         if band.any():
             ax.fill_between(
-                x,
+                x_pos,
                 stats["mean"] - stats["std"].fillna(0),
                 stats["mean"] + stats["std"].fillna(0),
                 where=band,
@@ -277,8 +286,8 @@ def curve_plot(
                 lw=0,
             )
         for run in stopped_early(runs):
-            x_run = run.curves.frame[measure].dropna() if measure in run.curves.frame else ()
-            if len(x_run):
+            x_run = curve_of(run, measure, x)
+            if x_run is not None and len(x_run):
                 ax.plot(
                     x_run.index[-1:],
                     x_run.iloc[-1:],
@@ -292,10 +301,8 @@ def curve_plot(
                 early = True
         drawn = True
     for label, objective, run in running:
-        if not run.curves or measure not in run.curves.frame:
-            continue
-        x_run = run.curves.frame[measure].dropna()
-        if not len(x_run):
+        x_run = curve_of(run, measure, x)
+        if x_run is None or not len(x_run):
             continue
         colour = objective_colour(objective)
         seed = "" if run.seed is None else f" s{run.seed}"
@@ -309,15 +316,27 @@ def curve_plot(
         handles.append(Line2D([], [], marker="X", color="0.4", mec="black", ls="none", ms=7))
         names.append("run stopped early")
     stage, rest = split_stage(measure)
-    ax.set_xlabel("pipeline epoch" if stage else "epoch")
-    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    if x == "epoch":
+        ax.set_xlabel("pipeline epoch" if stage else "epoch")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    else:
+        ax.set_xlabel(X_LABELS[x])
     ax.set_ylabel(measure_label(rest), fontsize=8)
     ax.set_title(f"{stage}: {rest}" if stage else measure, fontsize=9)
     ax.grid(alpha=0.3)
     ax.legend(handles, names, fontsize=7)
     path = Path(CURVE_DIR) / f"curve_{slug(measure)}.png"
     save(fig, out_dir / path)
-    return Plot("curve", measure, "epoch", str(path))
+    return Plot("curve", measure, x, str(path))
+
+
+def curve_of(run: Run, measure: str, x: str) -> pd.Series | None:
+    """One run's curve of ``measure`` against ``x`` (the epoch index for ``epoch``)."""
+    if not run.curves or measure not in run.curves.frame:
+        return None
+    if x == "epoch":
+        return run.curves.frame[measure].dropna()
+    return against(run.curves.frame, measure, x)
 
 
 def make_plots(agg: Aggregate, out_dir: Path) -> list[Plot]:
@@ -330,11 +349,20 @@ def make_plots(agg: Aggregate, out_dir: Path) -> list[Plot]:
     return plots
 
 
-def make_curve_plots(agg: Aggregate, runs: list[Run], running: list[Run], out_dir: Path) -> list[Plot]:
+def configuration_groups(agg: Aggregate, runs: list[Run]) -> list[tuple[str, pd.Series, list[Run]]]:
+    """(one-line label, table row, completed runs) of every configuration of ``agg``."""
+    rows = configuration_runs(agg, runs)
+    names = labels(agg.table, varying_columns(agg)).str.replace("\n", ", ") if rows else []
+    return [(name, row, members) for name, (row, members) in zip(names, rows)]
+
+
+def make_curve_plots(
+    agg: Aggregate, runs: list[Run], running: list[Run], out_dir: Path, x: str = "epoch"
+) -> list[Plot]:
     """One learning-curve panel per per-epoch measure (files under ``<out_dir>/plots/curves``).
 
     ``runs``: the completed runs of ``agg`` (averaged per configuration); ``running``: runs
-    still training (drawn one by one, never averaged).
+    still training (drawn one by one, never averaged); ``x``: the x axis of every panel.
     """
     cols = varying_columns(agg)
     rows = configuration_runs(agg, runs)
@@ -356,7 +384,7 @@ def make_curve_plots(agg: Aggregate, runs: list[Run], running: list[Run], out_di
         )
         live.append((label.replace("\n", ", "), run.choices.get("objective", ""), run))
     measures = curve_measures([r.curves for r in [*runs, *running] if r.curves is not None])
-    plots = [p for p in (curve_plot(m, groups, live, out_dir) for m in measures) if p is not None]
+    plots = [p for p in (curve_plot(m, groups, live, out_dir, x) for m in measures) if p is not None]
     kept = {out_dir / p.path for p in plots}
     for old in (out_dir / CURVE_DIR).glob("curve_*.png"):  # panels of an earlier writing of the report
         if old not in kept:

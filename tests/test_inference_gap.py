@@ -57,8 +57,17 @@ def test_gap_measures_line_up_with_the_likelihood_items():
     nll_metrics = likelihood_metrics(model, test, joint=False, records=records, **lik)
     cond = {m: records.values(f"cond_nll/{m}_given_rest") for m in model.names}
     out = inference_gap_metrics(
-        model, test, native_steps=10, mf_steps=100, mf_tol=1e-7, likelihood=lik, cond_nll=cond,
-        records=records, n_chains=64, n_samples=64, burn_in=20,
+        model,
+        test,
+        native_steps=10,
+        mf_steps=100,
+        mf_tol=1e-7,
+        likelihood=lik,
+        cond_nll=cond,
+        records=records,
+        n_chains=64,
+        n_samples=64,
+        burn_in=20,
     )
     items = likelihood_items(model, test, lik)
     assert set(items["a"].unique().tolist()) <= {0.0, 1.0} and items["a"].shape[0] == 20

@@ -219,3 +219,35 @@ def gap_metric_names(model: MultimodalRBM, with_nll: bool) -> set[str]:
     fams += ["gap", "gap_converged", "gibbs_gap"] if with_nll else []
     return {f"{f}/{direction_name(model, m)}" for f in fams for m in model.names}
 
+
+def gap_family(
+    model: MultimodalRBM,
+    test: Mapping[str, Tensor],
+    native_steps: int | None,
+    mf_steps: int,
+    mf_tol: float | None,
+    batch_size: int,
+    likelihood: Mapping | None,
+    settings: Mapping,
+    records=None,
+) -> dict[str, float]:
+    """``evaluation.inference_gap`` as :func:`mmvi.evaluation.protocol.evaluate` runs it: the gaps use
+    the per-item ``cond_nll/<m>_given_rest`` already in ``records`` (``likelihood.enabled``).
+
+    Raises:
+        ValueError: no native step count for the model.
+    """
+    if native_steps is None:
+        raise ValueError("evaluation.inference_gap needs the model's native mean-field steps")
+    lik = likelihood or {}
+    cond = None
+    if lik.get("enabled", False) and records is not None:
+        cond = {
+            m: torch.from_numpy(records.values(f"cond_nll/{m}_given_rest"))
+            for m in model.names
+            if f"cond_nll/{m}_given_rest" in records
+        }
+    opts = {k: settings[k] for k in inference_gap_metrics.constraints if k in settings}
+    return inference_gap_metrics(
+        model, test, native_steps, mf_steps, mf_tol, batch_size, lik, cond, records, **opts
+    )

@@ -184,7 +184,9 @@ def observed_measures(
                 rep = torch.cat(reps)
                 tail = f"{m}/{pattern}/{fraction_label(f)}"
 
-                def put(measure: str, values: Tensor, unit: str = "item", index=None) -> None:
+                def put(
+                    measure: str, values: Tensor, unit: str = "item", index=None, tail: str = tail
+                ) -> None:
                     name = f"observed/{measure}/{tail}"
                     out[name] = float(values.double().mean())
                     if records is not None:

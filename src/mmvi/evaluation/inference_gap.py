@@ -22,7 +22,9 @@ estimate uses the exact log P(v_m | h).
 
 from __future__ import annotations
 
+import logging
 import math
+import time
 from collections.abc import Mapping
 
 import torch
@@ -32,6 +34,8 @@ from mmvi.constraints import INT0, INT1, Flag
 from mmvi.evaluation.condce import conditional_cross_entropy
 from mmvi.evaluation.likelihood import binarize
 from mmvi.models.mrbm import MultimodalRBM
+
+log = logging.getLogger(__name__)
 
 
 def direction_name(model: MultimodalRBM, m: str) -> str:
@@ -248,9 +252,12 @@ def gap_family(
             if f"cond_nll/{m}_given_rest" in records
         }
     opts = {k: settings[k] for k in inference_gap_metrics.constraints if k in settings}
-    return inference_gap_metrics(
+    t0 = time.perf_counter()
+    out = inference_gap_metrics(
         model, test, native_steps, mf_steps, mf_tol, batch_size, lik, cond, records, **opts
     )
+    log.info("inference gap: %d measures in %.1f s", len(out), time.perf_counter() - t0)
+    return out
 
 
 @torch.no_grad()

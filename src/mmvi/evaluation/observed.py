@@ -24,6 +24,7 @@ and at f = 1 that of ``multimodal``, step for step, so the paper's two points li
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Callable, Mapping, Sequence
 
 import torch
@@ -279,4 +280,7 @@ def observed_family(
             return per_query_retrieval(rep, db, labels, labels, k, True)[0]
 
     opts = {key: settings[key] for key in ("fractions", "patterns", "seed") if key in settings}
-    return observed_measures(model, dm, steps, tol, batch_size, probe_fn, ret_fn, records, **opts)
+    t0 = time.perf_counter()
+    out = observed_measures(model, dm, steps, tol, batch_size, probe_fn, ret_fn, records, **opts)
+    log.info("observed/*: %d measures in %.1f s", len(out), time.perf_counter() - t0)
+    return out

@@ -27,7 +27,7 @@ def _cell(agg: Aggregate, row: pd.Series, measure: str, stderr: str | None = Non
     col = f"{measure} mean"
     if col not in agg.table.columns or pd.isna(row[col]):
         return "—"
-    text = fmt_number(float(row[col]), 2)
+    text = f"{float(row[col]):.2f}"
     if stderr and f"{stderr} mean" in agg.table.columns and pd.notna(row[f"{stderr} mean"]):
         text += f" ± {fmt_number(float(row[f'{stderr} mean']), 2)}"
     return text

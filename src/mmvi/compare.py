@@ -20,6 +20,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from mmvi.report.analyses import analysis_page_sections
 from mmvi.report.collect import Collection, Skipped, collect_folders
 from mmvi.report.compute import (
     X_AXES,
@@ -198,6 +199,7 @@ def compare(
         frontier=front_table,
         frontier_note=FRONTIER_NOTE,
     )
+    page.sections = analysis_page_sections(agg, plots, out_dir)
     write_text_atomic(out_dir / "index.html", render(page))
     return Report(out_dir, collection, agg, plots, markdown)
 

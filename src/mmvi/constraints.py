@@ -119,6 +119,22 @@ class NumberList(Constraint):
 
 
 @dataclass(frozen=True)
+class OptionList(Constraint):
+    """A non-empty list of distinct values, each one of ``values``."""
+
+    values: tuple
+    allow_none: bool = False
+
+    def problem(self, value: Any) -> str | None:
+        if not isinstance(value, list | tuple) or not value or len(set(map(str, value))) != len(value):
+            return "is not allowed"
+        return None if all(v in self.values for v in value) else "is not allowed"
+
+    def describe(self) -> str:
+        return "a non-empty list of distinct values of " + ", ".join(str(v) for v in self.values)
+
+
+@dataclass(frozen=True)
 class NameList(Constraint):
     """A non-empty list of names (e.g. modalities)."""
 

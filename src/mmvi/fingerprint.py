@@ -105,12 +105,15 @@ NEUTRAL_SETTINGS: dict[str, tuple[str, tuple, tuple[str, ...]]] = {
     # node: (key that decides, its neutral values, keys dropped with it)
     "nonfinite": ("divergence.policy", ("warn", "off"), ("divergence",)),
     "evaluation": ("checkpoint", ("last",), ("checkpoint", "checkpoint_monitor")),
+    # off-by-default analyses: "<node>/<part>" keys the same node again
+    "evaluation/inference_gap": ("inference_gap.enabled", (False,), ("inference_gap",)),
+    "evaluation/observed": ("observed.enabled", (False,), ("observed",)),
 }
 
 
 def _drop_neutral(settings: dict[str, Any]) -> None:
     for node, (key, neutral, dropped) in NEUTRAL_SETTINGS.items():
-        value = settings.get(node)
+        value = settings.get(node.split("/")[0])
         if not isinstance(value, dict):
             continue
         decider = flatten(value).get(key, neutral[0])

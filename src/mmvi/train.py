@@ -26,6 +26,7 @@ from mmvi.errors import ConfigError
 from mmvi.fingerprint import fingerprint
 from mmvi.instantiate import instantiate_checked, one_line
 from mmvi.lit.checkpoint_io import AtomicCheckpointIO
+from mmvi.lit.gap_monitor import gap_callbacks
 from mmvi.lit.module import MultimodalLitModule
 from mmvi.lit.selection import checkpoint_callbacks, use_chosen_checkpoint
 from mmvi.run_folder import RunRecord, last_checkpoint, resume_checkpoint
@@ -80,6 +81,7 @@ class Training(lifecycle.Task):
             # the trainer flag alone turns the bar off: drop the callbacks group's progress bar
             callbacks = [c for c in callbacks if not isinstance(c, pl.callbacks.ProgressBar)]
         callbacks += checkpoint_callbacks(self.cfg.evaluation, last_checkpoint(self.out_dir).parent)  # =best
+        callbacks += gap_callbacks(self.cfg.evaluation)  # val/ inference-gap curves
         # the config's plugins (e.g. SLURM's environment) and the atomic checkpoint writer
         plugins = [*instantiate_checked(self.cfg.trainer.get("plugins") or []), AtomicCheckpointIO()]
         self.trainer: pl.Trainer = instantiate_checked(

@@ -81,11 +81,13 @@ def linear_probe_error(
     max_extensions: int = 3,
     refit: str = "train_val",
     records=None,
+    keep_probe: dict | None = None,
 ) -> tuple[dict[str, float], float, bool]:
     """``({"classify/err_<name>": percent}, chosen C, C at the grid's bound)`` of a multinomial probe.
 
     ``records`` (a :class:`~mmvi.evaluation.records.Records`, optional) receives each test item's
-    100·(1 − correct), prediction and label per test set.
+    100·(1 − correct), prediction and label per test set; ``keep_probe`` (optional) receives the
+    fitted probe's ``predict`` ((N, D) array → (N,) classes).
     """
     if refit not in REFITS:
         raise ValueError(f"classifier.refit={refit!r}; allowed: {', '.join(REFITS)}")
@@ -100,6 +102,8 @@ def linear_probe_error(
     clf = fits[best]
     if refit == "train_val":
         clf = _fit_multinomial(np.concatenate([Xtr, Xva]), np.concatenate([ytr, yva]), best, max_iter)
+    if keep_probe is not None:
+        keep_probe["predict"] = clf.predict
     yte = _np(test_y).ravel()
     out = {}
     for name, X in test_sets.items():
@@ -239,10 +243,12 @@ def multilabel_probe(
     max_extensions: int = 3,
     refit: str = "train_val",
     records=None,
+    keep_probe: dict | None = None,
 ) -> tuple[dict[str, float], float, bool]:
     """``({"classify/map_<name>", "classify/precision_at_<k>_<name>"}, chosen C, C at the bound)``.
 
-    ``records`` (optional) receives each class's AP and precision@k (unit ``class``).
+    ``records`` (optional) receives each class's AP and precision@k (unit ``class``); ``keep_probe``
+    (optional) receives the fitted probe's ``scores`` ((N, D) → (N, K) logits).
     """
     if refit not in REFITS:
         raise ValueError(f"classifier.refit={refit!r}; allowed: {', '.join(REFITS)}")
@@ -264,6 +270,8 @@ def multilabel_probe(
     if refit == "train_val":
         Wr, br = fit_logistic_l2(torch.cat([Xtr, Xva]), torch.cat([Ytr, Yva]), [best], max_iter)
         W, b = Wr[0], br[0]
+    if keep_probe is not None:
+        keep_probe["scores"] = lambda X: torch.addmm(b, t(X), W)
     Yte = t(test_Y)
     out: dict[str, float] = {}
     for name, X in test_sets.items():

@@ -34,7 +34,9 @@ from mmvi.data.base import MultimodalDataModule
 from mmvi.errors import ConfigError
 from mmvi.evaluation.classify import REFITS
 from mmvi.evaluation.condce import conditional_cross_entropy
+from mmvi.evaluation.inference_gap import INFERENCE_GAP_SETTINGS, gap_metric_names
 from mmvi.evaluation.likelihood import likelihood_metrics
+from mmvi.evaluation.observed import OBSERVED_SETTINGS, observed_metric_names
 from mmvi.evaluation.records import Records
 from mmvi.evaluation.representations import query_types, split_representations
 from mmvi.models.mrbm import MultimodalRBM
@@ -89,8 +91,11 @@ def classification_metrics(
     dm: MultimodalDataModule,
     cfg: Mapping,
     records: Records | None = None,
+    keep_probe: dict | None = None,
 ) -> dict:
     """Linear probe on multimodal train representations, tested on every query type.
+
+    ``keep_probe`` (optional) receives the fitted probe (:func:`classify.linear_probe_error`).
 
     ``classify/C`` is the chosen C and ``classify/C_at_bound`` 1.0 when it is still at an end of the
     grid after the grid was extended ``max_extensions`` times (:func:`classify.select_C`).
@@ -108,6 +113,7 @@ def classification_metrics(
         "max_extensions": int(cfg.get("max_extensions", 3)),
         "refit": cfg.get("refit", "train_val"),
         "records": records,
+        "keep_probe": keep_probe,
     }
     if dm.single_label:
         metrics, C, at_bound = classify.linear_probe_error(
@@ -218,6 +224,8 @@ def evaluate(
     retrieval: Mapping | None = None,
     checkpoint: str = "last",
     checkpoint_monitor: str = "val/cond_ce/sum",
+    inference_gap: Mapping | None = None,
+    observed: Mapping | None = None,
 ) -> tuple[dict, dict]:
     """Run every enabled measure; return (metrics, artefact paths). Args: ``conf/evaluation``.
 
@@ -248,8 +256,11 @@ def evaluate(
     }
     log.info("representations computed in %.1f s", time.perf_counter() - t0)
     labelled = has_labels(dm)
+    probe: dict = {}  # the fitted probe, for evaluation.observed
     if labelled:
-        metrics.attempt("classify/*", lambda: classification_metrics(reps, dm, classifier or {}, records))
+        metrics.attempt(
+            "classify/*", lambda: classification_metrics(reps, dm, classifier or {}, records, probe)
+        )
     else:
         metrics.missing["classify/*"] = NO_LABELS
     metrics.attempt(
@@ -262,6 +273,26 @@ def evaluate(
         metrics.attempt(
             "cond_nll/* nll*",
             lambda: likelihood_metrics(model, dm.splits["test"].modalities, records=records, **lik_args),
+        )
+
+    # the inference gap and the observed fraction (mmvi.evaluation.inference_gap, .observed)
+    if (inference_gap or {}).get("enabled", False):
+        from mmvi.evaluation.inference_gap import gap_family
+
+        test_v = dm.splits["test"].modalities
+        metrics.attempt(
+            "inference_gap/*",
+            lambda: gap_family(
+                model, test_v, native_steps, mf_steps, mf_tol, bs, lik, inference_gap, records
+            ),
+        )
+    if (observed or {}).get("enabled", False):
+        from mmvi.evaluation.observed import observed_family
+
+        db = reps["test"]["multimodal"]
+        metrics.attempt(
+            "observed/*",
+            lambda: observed_family(model, dm, steps, tol, bs, probe, retrieval, observed, records, db),
         )
 
     ret = retrieval or {}
@@ -335,6 +366,8 @@ evaluate.constraints = {
     "retrieval": Settings(
         {"enabled": Flag(), "k": INT1, "n_figure_queries": INT0, "figure_k": INT1}, allow_none=True
     ),
+    "inference_gap": Settings(INFERENCE_GAP_SETTINGS, allow_none=True),
+    "observed": Settings(OBSERVED_SETTINGS, allow_none=True),
 }
 
 
@@ -383,6 +416,8 @@ def protocol_metric_names(
     model,
     likelihood: Mapping | None = None,
     retrieval: Mapping | None = None,
+    inference_gap: Mapping | None = None,
+    observed: Mapping | None = None,
     **_,
 ) -> set[str]:
     """The names of the measures :func:`evaluate` reports for this data and model (a measure whose
@@ -406,6 +441,14 @@ def protocol_metric_names(
     if ret.get("enabled", False) and labelled:
         k = int(ret.get("k", 50))
         names |= {f"retrieval/{kind}_{q}" for kind in ("map", f"precision_at_{k}") for q in queries}
+    if (inference_gap or {}).get("enabled", False):
+        names |= gap_metric_names(model, lik.get("enabled", False))
+    obs = observed or {}
+    if obs.get("enabled", False):
+        opts = {k: obs[k] for k in ("fractions", "patterns") if k in obs}
+        names |= observed_metric_names(
+            model, dm, labelled, dm.single_label, ret.get("enabled", False), **opts
+        )
     return names
 
 

@@ -82,6 +82,10 @@ class Records:
     def metrics(self) -> list[str]:
         return list(self._parts)
 
+    def values(self, metric: str) -> np.ndarray:
+        """The values (n,) recorded for ``metric`` (KeyError when none)."""
+        return self._parts[metric]["value"]
+
     def mean(self, metric: str) -> float:
         """The mean of a metric's values (what ``results.json`` records for it)."""
         return float(self._parts[metric]["value"].mean())

@@ -63,6 +63,19 @@ class Page:
     equal_compute_note: str = ""
     frontier: TextTable | None = None
     frontier_note: str = ""
+    #: (heading, note, table or None, plots) of the analyses (:mod:`mmvi.report.analyses`)
+    sections: list[tuple[str, str, TextTable | None, list[Plot]]] = field(default_factory=list)
+
+
+def analysis_sections(page: Page) -> str:
+    """The analyses' sections: a heading, a note, a table and a row of panels each."""
+    out = ""
+    for heading, note, table, plots in page.sections:
+        out += f'<h2 id="{escape(heading.lower().replace(" ", "-"))}">{escape(heading)}</h2>\n'
+        out += f'<p class="note">{escape(note)}</p>\n'
+        out += html_table(table, level=3) if table is not None else ""
+        out += f'<div class="plots">{"".join(map(figure, plots))}</div>\n' if plots else ""
+    return out
 
 
 def looks_numeric(text: str) -> bool:
@@ -215,7 +228,7 @@ def render(page: Page) -> str:
 <p class="note">Files: {links}</p>
 <h2>Results: mean ± std over seeds</h2>
 {results or '<p class="note">no completed runs</p>'}
-{paired}{diverged}{running}
+{paired}{analysis_sections(page)}{diverged}{running}
 {missing}<h2>Skipped runs</h2>
 <p class="note">Runs that did not complete (failed, crashed or still running, unreadable) are listed here and
 never enter the averages.</p>

@@ -343,7 +343,7 @@ def make_plots(agg: Aggregate, out_dir: Path) -> list[Plot]:
     """Every bar plot, then every line plot; files under ``<out_dir>/plots``."""
     if agg.table.empty:
         return []
-    measures = plottable(agg)
+    measures = [m for m in plottable(agg) if not m.startswith("observed/")]  # curves: report.analyses
     plots = [bar_plot(agg, m, out_dir) for m in measures]
     plots += [line_plot(agg, axis, m, out_dir) for axis in numeric_axes(agg) for m in measures]
     return plots

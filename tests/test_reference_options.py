@@ -1,4 +1,4 @@
-"""The options that make the PCD update follow the reference code (PAPER.md §2, docs/reference-settings.md):
+"""The options that make the PCD update follow the reference code (docs/paper.md §2, docs/reference-settings.md):
 negative statistics from hidden states, momentum on the positive statistics only, a zero first velocity,
 the visible-bias clip."""
 

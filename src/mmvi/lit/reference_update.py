@@ -1,5 +1,5 @@
 """Two optional details of the reference code's SGD update (``mrbm_train_bin_bin.m`` and its
-``update_params.m``; PAPER.md §2), used by :class:`mmvi.lit.module.MultimodalLitModule`.
+``update_params.m``; docs/paper.md §2), used by :class:`mmvi.lit.module.MultimodalLitModule`.
 
 * ``optim.momentum_negative=false``: momentum smooths the positive statistics (with the weight
   decay and the sparsity gradient) only; the negative statistics of a likelihood objective

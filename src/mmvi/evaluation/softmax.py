@@ -18,7 +18,16 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from mmvi.evaluation.classify import _Whitened
+
+class _Whitened:
+    """Centred features in the eigenbasis of their covariance: Xc V, with Xcᵀ Xc / n = V diag(s) Vᵀ."""
+
+    def __init__(self, X: Tensor) -> None:
+        self.mean = X.mean(0)
+        Xc = X - self.mean
+        s, V = torch.linalg.eigh((Xc.T.double() @ Xc.double()) / X.shape[0])
+        self.s, self.V = s.clamp_min(0.0).to(X.dtype), V.to(X.dtype)
+        self.XV = Xc @ self.V
 
 
 class SoftmaxPath:

@@ -50,7 +50,7 @@ bench: bench-train bench-eval ## all benchmarks
 bench-train: ## training throughput vs the machine's matmul limit
 	$(BIN)/python scripts/bench_train.py
 
-bench-eval: ## retrieval mAP vs torchmetrics; AIS seconds per 1,000 examples
+bench-eval: ## retrieval mAP vs torchmetrics; AIS seconds per 1,000 examples; paper-size evaluation by part vs training
 	$(BIN)/python scripts/bench_eval.py
 
 sweep-mnist: ## Table 1 sweep: 4 objectives x 3 seeds, MNIST halves, joblib (2 workers), then the report; ARGS="trainer.max_epochs=5"

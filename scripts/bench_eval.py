@@ -115,6 +115,85 @@ def bench_probe() -> None:
     print(f"  joint torch L-BFGS: {ours:.1f} s;  sklearn one-vs-rest (3 classes x C=1, scaled): {sk:.1f} s")
 
 
+def bench_protocol(data_dir: str | None, objective: str, epochs: int, n_train: int | None) -> None:
+    """The default evaluation of a paper-size run, part by part, against its training time.
+
+    392 + 392 -> 1000 RBM on full MNIST (50,000 / 10,000 / 10,000), trained ``epochs`` epochs
+    (>= 1) in the real Lightning loop at the reference settings of ``objective``; its training
+    seconds are scaled to 10 epochs. Then ``conf/evaluation/default.yaml`` as a run evaluates it.
+    """
+    import importlib.util
+    import logging
+    import tempfile
+    import warnings
+    from pathlib import Path
+
+    import lightning.pytorch as pl
+    from omegaconf import OmegaConf
+
+    from mmvi.data.mnist import MNISTHalves
+    from mmvi.evaluation.protocol import evaluate
+    from mmvi.lit.module import MultimodalLitModule
+
+    here = Path(__file__).resolve().parent
+    spec = importlib.util.spec_from_file_location("bench_train", here / "bench_train.py")
+    bt = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bt)
+    warnings.filterwarnings("ignore")
+    logging.getLogger("lightning.pytorch").setLevel(logging.ERROR)
+
+    if data_dir is None:
+        import os
+
+        shared = Path(os.environ.get("MMVI_SHARED_DATA", here.parent.parent / "shared" / "data"))
+        data_dir = str(shared / "mnist") if (shared / "mnist").is_dir() else None
+    dm = MNISTHalves(data_dir=data_dir, batch_size=bt.BATCH, eval_batch_size=1000)
+    dm.setup()
+    if n_train is not None:
+        dm.splits["train"] = dm.splits["train"].subset(slice(0, n_train))
+    sizes = "/".join(f"{len(dm.splits[k]):,}" for k in ("train", "val", "test"))
+    torch.manual_seed(0)
+    lit = MultimodalLitModule(model=bt.MODEL, objective=bt.OBJECTIVES[objective], optim=bt.OPTIM)
+    lit.model.init_visible_bias_from_data(dm.modality_means())
+    with tempfile.TemporaryDirectory() as folder:
+        tr = pl.Trainer(
+            accelerator="cpu",
+            devices=1,
+            default_root_dir=folder,
+            logger=False,
+            enable_checkpointing=False,
+            enable_progress_bar=False,
+            enable_model_summary=False,
+            num_sanity_val_steps=0,
+            max_epochs=epochs,
+        )
+        t0 = time.perf_counter()
+        tr.fit(lit, datamodule=dm)
+        train_s = (time.perf_counter() - t0) * 10 / epochs
+        settings = OmegaConf.to_container(
+            OmegaConf.load(here.parent / "conf" / "evaluation" / "default.yaml"), resolve=True
+        )
+        settings = {k: v for k, v in settings.items() if not k.startswith("_")}
+        native = lit.objective.native_inference_steps
+        t0 = time.perf_counter()
+        metrics, _ = evaluate(lit.model, dm, Path(folder), native_steps=native, **settings)
+        eval_s = time.perf_counter() - t0
+    print(
+        f"[protocol] 392+392 -> 1000 RBM, MNIST {sizes}, {objective} trained {epochs} epoch(s), "
+        f"default evaluation (native inference: {native} steps), threads={torch.get_num_threads()}"
+    )
+    print(
+        f"  10-epoch training: {train_s:8.1f} s" + (f" ({epochs} measured, scaled)" if epochs != 10 else "")
+    )
+    parts = {k[len("eval/seconds/") :]: float(v) for k, v in metrics.items() if k.startswith("eval/seconds/")}
+    for part, secs in parts.items():
+        print(f"  {part:<28} {secs:8.1f} s  {100 * secs / train_s:6.2f} % of training")
+    print(f"  {'evaluation, total':<28} {eval_s:8.1f} s  {100 * eval_s / train_s:6.2f} % of training")
+    shown = {k: float(v) for k, v in metrics.items() if k.startswith(("classify/", "cond_ce/"))}
+    print("  measures: " + ", ".join(f"{k}={v:.4g}" for k, v in shown.items()))
+    print(f"  target <= 10 % of training: {'met' if eval_s <= 0.1 * train_s else 'NOT met'}")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--threads", type=int, default=2)
@@ -126,7 +205,18 @@ def main() -> None:
     ap.add_argument("--ais-betas", type=int, default=1000)
     ap.add_argument("--ais-measured-betas", type=int, default=250)
     ap.add_argument("--ais-threads", default="1,2", help="thread counts to time AIS with")
-    ap.add_argument("--parts", default="retrieval,ais", help="comma list of retrieval, ais, probe")
+    ap.add_argument(
+        "--parts", default="retrieval,ais,protocol", help="comma list of retrieval, ais, probe, protocol"
+    )
+    ap.add_argument(
+        "--protocol-threads", type=int, default=1, help="threads of the protocol part (training + evaluation)"
+    )
+    ap.add_argument("--protocol-objective", default="pcd_k1", help="a key of bench_train.OBJECTIVES")
+    ap.add_argument("--protocol-epochs", type=int, default=1, help="epochs trained and timed (scaled to 10)")
+    ap.add_argument(
+        "--protocol-train", type=int, default=None, help="first n training digits (default: all 50,000)"
+    )
+    ap.add_argument("--data-dir", default=None, help="the MNIST IDX files (default: the shared data folder)")
     ap.add_argument("--probe", action="store_true", help="same as adding 'probe' to --parts")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
@@ -141,6 +231,9 @@ def main() -> None:
         torch.set_num_threads(args.threads)
     if "probe" in parts:
         bench_probe()
+    if "protocol" in parts:
+        torch.set_num_threads(args.protocol_threads)
+        bench_protocol(args.data_dir, args.protocol_objective, args.protocol_epochs, args.protocol_train)
 
 
 if __name__ == "__main__":

@@ -352,7 +352,9 @@ def test_pipeline_trains_the_dbm_and_resumes(shared_data, tmp_path):
     (run_dir / "stages" / "joint" / "done.json").unlink()
     again = run(tiny_run(shared_data, run_dir))
     assert stage_times(run_dir, first) == before
-    metrics.pop("eval/seconds"), again.pop("eval/seconds")
+    for m in (metrics, again):  # wall seconds differ between the two
+        for key in [k for k in m if k.startswith("eval/seconds")]:
+            m.pop(key)
     assert again == pytest.approx(metrics)
 
     # evaluation after a stage, in its own folder (the finished stages copied: nothing retrains)

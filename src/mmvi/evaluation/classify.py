@@ -10,6 +10,7 @@ torch on one (D, |grid|·K) weight matrix; ``classify/map_<name>`` and
 
 from __future__ import annotations
 
+import time
 import warnings
 from collections.abc import Callable, Mapping, Sequence
 
@@ -69,6 +70,9 @@ def _fit_multinomial(X: np.ndarray, y: np.ndarray, C: float, max_iter: int) -> L
         return clf.fit(X, y)
 
 
+SOLVERS = ("torch", "sklearn")
+
+
 def linear_probe_error(
     train_X,
     train_y,
@@ -81,38 +85,106 @@ def linear_probe_error(
     max_extensions: int = 3,
     refit: str = "train_val",
     records=None,
+    solver: str = "sklearn",
+    tol: float = 1e-5,
+    seconds: dict | None = None,
     keep_probe: dict | None = None,
 ) -> tuple[dict[str, float], float, bool]:
     """``({"classify/err_<name>": percent}, chosen C, C at the grid's bound)`` of a multinomial probe.
 
-    ``records`` (a :class:`~mmvi.evaluation.records.Records`, optional) receives each test item's
-    100·(1 − correct), prediction and label per test set; ``keep_probe`` (optional) receives the
-    fitted probe's ``predict`` ((N, D) array → (N,) classes).
+    ``solver``: ``sklearn`` (default) fits ``LogisticRegression(C, max_iter)`` afresh at every C;
+    ``torch`` solves the same objective by preconditioned L-BFGS along a warm-started
+    regularisation path (:class:`mmvi.evaluation.softmax.SoftmaxPath`; ``tol`` on its scaled
+    gradient; experimental: slower than scikit-learn on raw pixels). ``records`` (a
+    :class:`~mmvi.evaluation.records.Records`, optional) receives each test item's
+    100·(1 − correct), prediction and label per test set. ``seconds`` (optional) receives the wall
+    seconds of the C search (``C_search``) and of the refit (``refit``); ``keep_probe`` (optional)
+    receives the fitted probe's ``predict`` ((N, D) array → (N,) classes).
+
+    Raises:
+        ValueError: an unknown ``refit`` or ``solver``.
     """
     if refit not in REFITS:
         raise ValueError(f"classifier.refit={refit!r}; allowed: {', '.join(REFITS)}")
+    if solver not in SOLVERS:
+        raise ValueError(f"solver={solver!r}; allowed: {', '.join(SOLVERS)}")
     Xtr, ytr, Xva, yva = _np(train_X), _np(train_y).ravel(), _np(val_X), _np(val_y).ravel()
+    if solver == "sklearn":
+        predict = _sklearn_probe(Xtr, ytr, Xva, yva, Cs, max_iter, max_extensions, refit, seconds)
+    else:
+        predict = _torch_probe(Xtr, ytr, Xva, yva, Cs, max_iter, max_extensions, refit, tol, seconds)
+    best, at_bound = predict.C, predict.at_bound
+    if keep_probe is not None:
+        keep_probe["predict"] = predict
+    yte = _np(test_y).ravel()
+    out = {}
+    for name, X in test_sets.items():
+        pred = predict(_np(X))
+        err = 100.0 * (pred != yte).astype(np.float64)
+        out[f"classify/err_{name}"] = float(err.mean())
+        if records is not None:
+            records.add(f"classify/err_{name}", err, prediction=pred, label=yte)
+    return out, best, at_bound
+
+
+class _Predictor:
+    def __init__(self, fn: Callable[[np.ndarray], np.ndarray], C: float, at_bound: bool) -> None:
+        self.fn, self.C, self.at_bound = fn, C, at_bound
+
+    def __call__(self, X: np.ndarray) -> np.ndarray:
+        return self.fn(X)
+
+
+def _sklearn_probe(Xtr, ytr, Xva, yva, Cs, max_iter, max_extensions, refit, seconds=None) -> _Predictor:
     fits: dict[float, LogisticRegression] = {}
 
     def val_error(C: float) -> float:
         fits[C] = _fit_multinomial(Xtr, ytr, C, max_iter)
         return float(np.mean(fits[C].predict(Xva) != yva))
 
+    t0 = time.perf_counter()
     best, at_bound, _ = select_C(val_error, Cs, max_extensions)
+    t1 = time.perf_counter()
     clf = fits[best]
     if refit == "train_val":
         clf = _fit_multinomial(np.concatenate([Xtr, Xva]), np.concatenate([ytr, yva]), best, max_iter)
-    if keep_probe is not None:
-        keep_probe["predict"] = clf.predict
-    yte = _np(test_y).ravel()
-    out = {}
-    for name, X in test_sets.items():
-        pred = clf.predict(_np(X))
-        err = 100.0 * (pred != yte).astype(np.float64)
-        out[f"classify/err_{name}"] = float(err.mean())
-        if records is not None:
-            records.add(f"classify/err_{name}", err, prediction=pred, label=yte)
-    return out, best, at_bound
+    _times(seconds, t0, t1)
+    return _Predictor(clf.predict, best, at_bound)
+
+
+def _times(seconds: dict | None, t0: float, t1: float) -> None:
+    if seconds is not None:
+        seconds["C_search"] = seconds.get("C_search", 0.0) + t1 - t0
+        seconds["refit"] = seconds.get("refit", 0.0) + time.perf_counter() - t1
+
+
+def _torch_probe(Xtr, ytr, Xva, yva, Cs, max_iter, max_extensions, refit, tol, seconds=None) -> _Predictor:
+    from mmvi.evaluation.softmax import SoftmaxPath
+
+    classes = np.unique(ytr)  # as scikit-learn: the classes seen in training, predicted by label
+    index = np.searchsorted(classes, ytr)
+    path = SoftmaxPath(torch.as_tensor(Xtr), torch.as_tensor(index), len(classes), max_iter, tol)
+    Xva_t = torch.as_tensor(Xva)
+
+    def val_error(C: float) -> float:
+        return float(np.mean(classes[path.predict(C, Xva_t).numpy()] != yva))
+
+    t0 = time.perf_counter()
+    best, at_bound, _ = select_C(val_error, Cs, max_extensions)
+    t1 = time.perf_counter()
+    if refit == "train_val":
+        # warm start of the refit: the train solution at the chosen C
+        both = SoftmaxPath(
+            torch.as_tensor(np.concatenate([Xtr, Xva])),
+            torch.as_tensor(np.searchsorted(classes, np.concatenate([ytr, yva]))),
+            len(classes),
+            max_iter,
+            tol,
+        )
+        both.solve(best, start=path.solve(best))
+        path = both
+    _times(seconds, t0, t1)
+    return _Predictor(lambda X: classes[path.predict(best, torch.as_tensor(X)).numpy()], best, at_bound)
 
 
 # ------------------------------------------------------------------ multi-label
@@ -243,12 +315,14 @@ def multilabel_probe(
     max_extensions: int = 3,
     refit: str = "train_val",
     records=None,
+    seconds: dict | None = None,
     keep_probe: dict | None = None,
 ) -> tuple[dict[str, float], float, bool]:
     """``({"classify/map_<name>", "classify/precision_at_<k>_<name>"}, chosen C, C at the bound)``.
 
     ``records`` (optional) receives each class's AP and precision@k (unit ``class``); ``keep_probe``
-    (optional) receives the fitted probe's ``scores`` ((N, D) → (N, K) logits).
+    (optional) receives the fitted probe's ``scores`` ((N, D) → (N, K) logits); ``seconds`` the
+    C search's and the refit's wall seconds.
     """
     if refit not in REFITS:
         raise ValueError(f"classifier.refit={refit!r}; allowed: {', '.join(REFITS)}")
@@ -265,11 +339,14 @@ def multilabel_probe(
         m_ap = multilabel_scores(torch.addmm(b[0], Xva, W[0]), Yva, k)[0]
         return -m_ap if np.isfinite(m_ap) else float("inf")
 
+    t0 = time.perf_counter()
     best, at_bound, _ = select_C(val_loss, Cs, max_extensions)
+    t1 = time.perf_counter()
     W, b = fits[best]
     if refit == "train_val":
         Wr, br = fit_logistic_l2(torch.cat([Xtr, Xva]), torch.cat([Ytr, Yva]), [best], max_iter)
         W, b = Wr[0], br[0]
+    _times(seconds, t0, t1)
     if keep_probe is not None:
         keep_probe["scores"] = lambda X: torch.addmm(b, t(X), W)
     Yte = t(test_Y)

@@ -39,6 +39,7 @@ from mmvi.evaluation.likelihood import likelihood_metrics
 from mmvi.evaluation.observed import OBSERVED_SETTINGS, observed_metric_names
 from mmvi.evaluation.records import Records
 from mmvi.evaluation.representations import query_types, split_representations
+from mmvi.evaluation.shared import SECONDS_PREFIX, PartTimer, shared_test_pass
 from mmvi.models.mrbm import MultimodalRBM
 from mmvi.run_folder import RECORDS_FILE
 from mmvi.utils import Measures
@@ -86,16 +87,31 @@ def conditional_ce_metrics(
     return out
 
 
+def cond_ce_from_values(
+    model: MultimodalRBM, values: Mapping[str, torch.Tensor], records: Records | None
+) -> dict:
+    """``cond_ce/<m>_given_<rest>``: the mean of each target's per-example nats (:func:`shared_test_pass`)."""
+    out = {}
+    for m in model.names:
+        name = f"cond_ce/{m}_given_{_rest_name(model, m)}"
+        out[name] = float(values[m].mean())
+        if records is not None:
+            records.add(name, values[m])
+    return out
+
+
 def classification_metrics(
     reps: Mapping[str, Mapping[str, torch.Tensor]],
     dm: MultimodalDataModule,
     cfg: Mapping,
     records: Records | None = None,
     keep_probe: dict | None = None,
+    seconds: dict | None = None,
 ) -> dict:
     """Linear probe on multimodal train representations, tested on every query type.
 
-    ``keep_probe`` (optional) receives the fitted probe (:func:`classify.linear_probe_error`).
+    ``keep_probe`` (optional) receives the fitted probe (:func:`classify.linear_probe_error`);
+    ``seconds`` (optional) the seconds of the C search and the refit (``C_search``, ``refit``).
 
     ``classify/C`` is the chosen C and ``classify/C_at_bound`` 1.0 when it is still at an end of the
     grid after the grid was extended ``max_extensions`` times (:func:`classify.select_C`).
@@ -114,6 +130,7 @@ def classification_metrics(
         "refit": cfg.get("refit", "train_val"),
         "records": records,
         "keep_probe": keep_probe,
+        "seconds": seconds,
     }
     if dm.single_label:
         metrics, C, at_bound = classify.linear_probe_error(
@@ -248,32 +265,41 @@ def evaluate(
     artefacts: dict[str, str] = {}
     records = Records()
     t0 = time.perf_counter()
+    timer = PartTimer()  # eval/seconds/<part>
 
-    reps = {
-        "train": split_representations(model, dm.splits["train"], bs, steps, tol, queries=["multimodal"]),
-        "val": split_representations(model, dm.splits["val"], bs, steps, tol, queries=["multimodal"]),
-        "test": split_representations(model, dm.splits["test"], bs, steps, tol, queries=query_types(model)),
-    }
+    # the test split's representations and cross-entropies share each missing modality's inference
+    test_reps, test_ces = shared_test_pass(
+        model, dm.splits["test"], bs, steps, tol, query_types(model), timer=timer
+    )
+    reps = {"test": test_reps}
+    for k in ("train", "val"):
+        with timer.part("representations/multimodal"):
+            reps[k] = split_representations(model, dm.splits[k], bs, steps, tol, queries=["multimodal"])
     log.info("representations computed in %.1f s", time.perf_counter() - t0)
     labelled = has_labels(dm)
     probe: dict = {}  # the fitted probe, for evaluation.observed
     if labelled:
-        metrics.attempt(
-            "classify/*", lambda: classification_metrics(reps, dm, classifier or {}, records, probe)
-        )
+        probe_seconds: dict[str, float] = {}
+        with timer.part("probe"):
+            metrics.attempt(
+                "classify/*",
+                lambda: classification_metrics(reps, dm, classifier or {}, records, probe, probe_seconds),
+            )
+        for k, v in probe_seconds.items():
+            timer.add(f"probe/{k}", v)
     else:
         metrics.missing["classify/*"] = NO_LABELS
-    metrics.attempt(
-        "cond_ce/*", lambda: conditional_ce_metrics(model, dm.splits["test"], bs, steps, tol, records)
-    )
+    with timer.part("cond_ce"):
+        metrics.attempt("cond_ce/*", lambda: cond_ce_from_values(model, test_ces, records))
 
     lik = likelihood or {}
     if lik.get("enabled", False):
         lik_args = {k: v for k, v in lik.items() if k != "enabled"}
-        metrics.attempt(
-            "cond_nll/* nll*",
-            lambda: likelihood_metrics(model, dm.splits["test"].modalities, records=records, **lik_args),
-        )
+        with timer.part("likelihood"):
+            metrics.attempt(
+                "cond_nll/* nll*",
+                lambda: likelihood_metrics(model, dm.splits["test"].modalities, records=records, **lik_args),
+            )
 
     # the inference gap and the observed fraction (mmvi.evaluation.inference_gap, .observed)
     if (inference_gap or {}).get("enabled", False):
@@ -301,46 +327,51 @@ def evaluate(
     if ret.get("enabled", False) and labelled:
         from mmvi.evaluation.retrieval import retrieval_measures
 
-        metrics.attempt(
-            "retrieval/*",
-            lambda: retrieval_measures(
-                reps["test"],
-                reps["test"]["multimodal"],
-                dm.splits["test"].labels,
-                k=int(ret.get("k", 50)),
-                records=records,
-            ),
-        )
+        with timer.part("retrieval"):
+            metrics.attempt(
+                "retrieval/*",
+                lambda: retrieval_measures(
+                    reps["test"],
+                    reps["test"]["multimodal"],
+                    dm.splits["test"].labels,
+                    k=int(ret.get("k", 50)),
+                    records=records,
+                ),
+            )
 
     if ret.get("enabled", False) and labelled and int(ret.get("n_figure_queries", 0)) > 0:
-        artefacts["retrieval"] = str(
-            retrieval_figure_of_split(
-                model,
-                dm,
-                reps["test"]["multimodal"],
-                out_dir,
-                int(ret["n_figure_queries"]),
-                int(ret.get("figure_k", 8)),
+        with timer.part("figures"):
+            artefacts["retrieval"] = str(
+                retrieval_figure_of_split(
+                    model,
+                    dm,
+                    reps["test"]["multimodal"],
+                    out_dir,
+                    int(ret["n_figure_queries"]),
+                    int(ret.get("figure_k", 8)),
+                )
             )
-        )
 
     n_fig = int(n_generation)
     if n_fig > 0:
         from mmvi.evaluation.generation import generation_grid
 
         test = dm.splits["test"]
-        path = generation_grid(
-            model,
-            dm,
-            {m: x[:n_fig] for m, x in test.modalities.items()},
-            out_dir / GENERATION_FIGURE,
-            steps=steps,
-            tol=tol,
-        )
+        with timer.part("figures"):
+            path = generation_grid(
+                model,
+                dm,
+                {m: x[:n_fig] for m, x in test.modalities.items()},
+                out_dir / GENERATION_FIGURE,
+                steps=steps,
+                tol=tol,
+            )
         if path is not None:
             artefacts["generation"] = str(path)
     finite = [m for m in records.metrics() if m in metrics and math.isfinite(float(metrics[m]))]
-    artefacts["records"] = str(records.write(Path(out_dir) / RECORDS_FILE, keep=finite))
+    with timer.part("records"):
+        artefacts["records"] = str(records.write(Path(out_dir) / RECORDS_FILE, keep=finite))
+    metrics.update(timer.metrics())
     metrics["eval/seconds"] = time.perf_counter() - t0
     return metrics, artefacts
 
@@ -418,16 +449,19 @@ def protocol_metric_names(
     retrieval: Mapping | None = None,
     inference_gap: Mapping | None = None,
     observed: Mapping | None = None,
+    n_generation: int = 10,
     **_,
 ) -> set[str]:
     """The names of the measures :func:`evaluate` reports for this data and model (a measure whose
     computation fails is recorded as missing instead)."""
     queries = query_types(model)
-    names = {"eval/mf_steps", "eval/seconds"}
+    names = {"eval/mf_steps", "eval/seconds", f"{SECONDS_PREFIX}cond_ce", f"{SECONDS_PREFIX}records"}
+    names |= {f"{SECONDS_PREFIX}representations/{q}" for q in queries}
     names |= {f"cond_ce/{m}_given_{_rest_name(model, m)}" for m in model.names}
     labelled = dm.splits["train"].labels.shape[1] > 0
     if labelled:
-        names |= {"classify/C", "classify/C_at_bound"}
+        names |= {"classify/C", "classify/C_at_bound", f"{SECONDS_PREFIX}probe"}
+        names |= {f"{SECONDS_PREFIX}probe/C_search", f"{SECONDS_PREFIX}probe/refit"}
         if dm.single_label:
             names |= {f"classify/err_{q}" for q in queries}
         else:
@@ -436,11 +470,16 @@ def protocol_metric_names(
     if lik.get("enabled", False):
         cond = [f"cond_nll/{m}_given_rest" for m in model.names] + ["cond_nll/vi"]
         cond += ["nll"] if lik.get("joint", True) else []
-        names |= {*cond, *(f"{n}_stderr" for n in cond)}
+        names |= {*cond, *(f"{n}_stderr" for n in cond), f"{SECONDS_PREFIX}likelihood"}
     ret = retrieval or {}
     if ret.get("enabled", False) and labelled:
         k = int(ret.get("k", 50))
         names |= {f"retrieval/{kind}_{q}" for kind in ("map", f"precision_at_{k}") for q in queries}
+        names |= {f"{SECONDS_PREFIX}retrieval"}
+    if int(n_generation) > 0 or (
+        ret.get("enabled", False) and labelled and int(ret.get("n_figure_queries", 0)) > 0
+    ):
+        names |= {f"{SECONDS_PREFIX}figures"}
     if (inference_gap or {}).get("enabled", False):
         names |= gap_metric_names(model, lik.get("enabled", False))
     obs = observed or {}

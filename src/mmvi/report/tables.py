@@ -101,6 +101,7 @@ def measure_label(name: str) -> str:
         (r"retrieval/map_(.+)", r"retrieval mAP, \1"),
         (r"retrieval/precision_at_(\d+)_(.+)", r"retrieval P@\1, \2"),
         (r"eval/seconds", "evaluation time (s)"),
+        (r"eval/seconds/(.+)", r"evaluation time, \1 (s)"),
         (r"val/cond_ce/sum", "validation Σ CE(m | rest) (nats)"),
         (r"val/cond_ce/(.+)_given_rest", r"validation CE(\1 | rest) (nats)"),
         (r"train/loss", "training loss"),

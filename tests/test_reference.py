@@ -110,7 +110,7 @@ def test_score_reference_equals_mmvi_evaluation(job, tmp_path):
     evaluate = instantiate(cfg.evaluation, _convert_="all")
     own, _ = evaluate(model=model, dm=dm, out_dir=tmp_path / "own", native_steps=lit_steps)
     scored = score_reference(reference_weights_of(model), OVERRIDES, tmp_path / "scored")
-    keys = [k for k in own if k != "eval/seconds"]
+    keys = [k for k in own if not k.startswith("eval/seconds")]  # timings differ run to run
     assert any(k.startswith("classify/err_") for k in keys) and any(k.startswith("cond_ce/") for k in keys)
     for k in keys:
         assert scored[k] == pytest.approx(own[k], rel=1e-6, abs=1e-9), k

@@ -25,7 +25,7 @@ test: ## the test suite without slow tests, on every core (<= 5 min on 2 cores);
 	$(BIN)/pytest -m "not slow and not readme and not cluster" -q -n auto --dist worksteal --durations=10
 
 test-readme: ## every command the README shows, run as written with small overrides appended
-	$(BIN)/pytest -m readme -q -n auto --dist worksteal --durations=10
+	$(BIN)/pytest -m readme -q -n 0 --durations=10  # in order: later commands read what earlier ones made
 
 test-cluster: ## the tests on a local SLURM cluster (they start and stop it; root, apt-get for slurm-wlm)
 	$(BIN)/pytest -m cluster -q

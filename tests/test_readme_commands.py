@@ -50,6 +50,7 @@ class How:
     fill: dict[str, str] = field(default_factory=dict)
     elsewhere: str = ""
     expect: str = ""  # a file (glob, under the folder) the command must leave
+    env: dict[str, str] = field(default_factory=dict)  # e.g. SWEEP_DIR for scripts/sweep.sh
 
 
 SWEEP = "logs/train/multiruns/sweep_mnist_objectives/readme"
@@ -72,7 +73,7 @@ COMMANDS: dict[str, How] = {
     ".venv/bin/python -m mmvi.compare logs/my_data": How(elsewhere="the own-data example"),
     ".venv/bin/python -m mmvi.train data=idx_images": How(append=SMALL, fill={"<folder>": "mnist_folder"}),
     "make sweep-mnist": How(
-        append=[*SMALL, "seed=0", f"hydra.sweep.dir={SWEEP}"], expect=f"{SWEEP}/report/index.html"
+        append=[*SMALL, "seed=0"], env={"SWEEP_DIR": SWEEP}, expect=f"{SWEEP}/report/index.html"
     ),
     "make sweep-alpha": How(append=[*SMALL, "seed=0"]),
     "make sweep-mask": How(append=[*SMALL, "seed=0"]),
@@ -180,10 +181,11 @@ def filled(command: str, h: How, folder: Path, shared_data: Path) -> str:
     if not extra:
         return command
     if command.startswith("make "):
+        # make pastes ARGS into its shell line: each override quoted inside (braces, commas)
         if " ARGS=" in command:  # the README's own ARGS, then ours (the last value of a key wins)
             head, args = command.split(" ARGS=", 1)
-            return f"{head} ARGS={shlex.quote(' '.join([*shlex.split(args), *h.append]))}"
-        return f"{command} ARGS={shlex.quote(' '.join(h.append))}"
+            return f"{head} ARGS={shlex.quote(' '.join(shlex.quote(x) for x in [*shlex.split(args), *h.append]))}"
+        return f"{command} ARGS={shlex.quote(extra)}"
     return f"{command} {extra}"
 
 
@@ -209,6 +211,7 @@ def test_readme_command_runs_as_written(command, folder, shared_data):
         "WANDB_SILENT": "true",
         "MMVI_DATA_DIR": str(shared_data),
         "MMVI_SHARED_DATA": str(shared_data),
+        **h.env,
     }
     proc = subprocess.run(
         ["bash", "-c", line], cwd=folder, env=env, capture_output=True, text=True, timeout=900

@@ -28,8 +28,10 @@ def in_multirun() -> bool:
 
 
 def in_local_sweep() -> bool:
-    """True in a job of a multirun that Hydra's basic launcher runs in this process."""
-    return in_multirun() and str(HydraConfig.get().launcher.get("_target_", "")).endswith(".BasicLauncher")
+    """True in a job of a multirun run on this machine by Hydra's basic launcher (in this process)
+    or its joblib launcher (in a worker process whose output is the sweep's)."""
+    launcher = str(HydraConfig.get().launcher.get("_target_", "")) if in_multirun() else ""
+    return launcher.endswith((".BasicLauncher", ".JoblibLauncher"))
 
 
 @contextlib.contextmanager

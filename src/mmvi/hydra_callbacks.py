@@ -32,10 +32,22 @@ class SweepRecords(Callback):
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
         from mmvi.cli import REFUSED_JOBS
+        from mmvi.run_folder import RESULTS_FILE, read_results
 
-        if not REFUSED_JOBS:
+        refused = dict(REFUSED_JOBS)
+        # jobs run in other processes (joblib's workers) leave their refusal in their failed record
+        for path in sorted(Path(str(config.hydra.sweep.dir)).glob(f"*/{RESULTS_FILE}")):
+            try:
+                record = read_results(path)
+            except (OSError, ValueError):
+                continue
+            if record.get("status") == "failed" and str(record.get("reason", "")).startswith(
+                ("ConfigError", "DataError")
+            ):
+                refused.setdefault(str(path.parent), str(record["reason"]).split(": ", 1)[-1])
+        if not refused:
             return
-        lines = [f"error: {len(REFUSED_JOBS)} job(s) of this sweep refused:"]
-        lines += [f"  {m}" if m.startswith(f) else f"  {f}: {m}" for f, m in REFUSED_JOBS]
+        lines = [f"error: {len(refused)} job(s) of this sweep refused:"]
+        lines += [f"  {m}" if m.startswith(f) else f"  {f}: {m}" for f, m in refused.items()]
         print("\n".join(lines), file=sys.stderr, flush=True)
         raise SystemExit(2)

@@ -15,6 +15,7 @@ naming the key and what is allowed.
 from __future__ import annotations
 
 import math
+from abc import ABC, abstractmethod
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -22,16 +23,18 @@ from typing import Any
 from mmvi.errors import ConfigError
 
 
-class Constraint:
+class Constraint(ABC):
     """One setting's rule: :meth:`problem` says what is wrong with a value (None: it is allowed)."""
 
     allow_none: bool = False
 
+    @abstractmethod
     def problem(self, value: Any) -> str | None:
-        raise NotImplementedError
+        """What is wrong with ``value`` (e.g. ``is out of range``), or None when it is allowed."""
 
+    @abstractmethod
     def describe(self) -> str:
-        raise NotImplementedError
+        """What is allowed, for the error message."""
 
 
 def _is_number(x: Any) -> bool:

@@ -22,6 +22,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import sys
+from abc import ABC, abstractmethod
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -72,7 +73,7 @@ class Outcome:
     step: int = 0
 
 
-class Task:
+class Task(ABC):
     """One entry point's own steps (subclasses override what they need).
 
     Attributes set by the lifecycle: ``cfg`` (the job config), ``meta`` (the record's metadata,
@@ -94,28 +95,28 @@ class Task:
         """``ckpt_path=none``: start over in the folder (the identity checks are skipped)."""
         return self.cfg.get("ckpt_path") == "none"
 
-    def check(self) -> None:
+    def check(self) -> None:  # noqa: B027 - a task without settings of its own checks nothing
         """Checks of the task's own settings before the data are read."""
 
+    @abstractmethod
     def identity(self, data: str | None = None) -> dict:
         """The run's fingerprint (:mod:`mmvi.fingerprint`), with the digest of the data read."""
-        raise NotImplementedError
 
+    @abstractmethod
     def load_data(self) -> Any:
         """The data module, set up."""
-        raise NotImplementedError
 
+    @abstractmethod
     def build(self, dm: Any) -> Any:
         """The model (or what holds it) for the data; every check that needs both. Returns the model."""
-        raise NotImplementedError
 
     def loggers(self) -> list:
         """The run's loggers (built before anything is written)."""
         return instantiate_dict(self.cfg.get("logger"))
 
+    @abstractmethod
     def execute(self, record: RunRecord, loggers: list) -> Outcome | None:
         """The task's work inside the record; None when it ends without an evaluation."""
-        raise NotImplementedError
 
     def figures(self) -> tuple[str, ...]:
         from mmvi.evaluation.protocol import EVALUATION_FILES

@@ -126,48 +126,62 @@ def _diverged_note(pairing, *rows: pd.Series) -> str:
     return f" (includes {n} diverged run(s))" if n else ""
 
 
+LOWER = "MinVI gives much lower error from one half than NLL"
+EQUAL = "MinVI has about NLL's error with both halves (not worse by more than the tolerance)"
+ABOVE = "MP above all: minvi_mp has the lowest one-half error of the MinVI and NLL objectives"
+
+
+def _families(best: pd.DataFrame, scope: str) -> tuple[pd.DataFrame, pd.DataFrame, list[Claim]]:
+    """The MinVI and the NLL rows, and the claims left undecided when one of the two is absent."""
+    minvi, nll = best[best["family"] == "MinVI"], best[best["family"] == "NLL"]
+    if not (minvi.empty or nll.empty):
+        return minvi, nll, []
+    missing = "MinVI" if minvi.empty else "NLL"
+    return (
+        minvi,
+        nll,
+        [Claim(scope, text, f"no {missing} objective with errors", NO_DATA) for text in (LOWER, EQUAL)],
+    )
+
+
+def _mp_and_others(best: pd.DataFrame, scope: str) -> tuple[pd.DataFrame, Claim | None]:
+    """The MinVI and NLL rows that "MP above all" compares, or the claim left undecided."""
+    pure = best[best["family"].isin(["MinVI", "NLL"])]
+    if "minvi_mp" not in set(pure["objective"]) or len(pure) < 2:
+        return pure, Claim(scope, ABOVE, "needs minvi_mp and another MinVI or NLL objective", NO_DATA)
+    return pure, None
+
+
 def interval_claims(best: pd.DataFrame, scope: str, tol_pp: float, pairing) -> list[Claim]:
     """The three parts of the claim for one data × model, decided by paired intervals."""
-
-    minvi = best[best["family"] == "MinVI"]
-    nll = best[best["family"] == "NLL"]
-    claims: list[Claim] = []
-    lower = "MinVI gives much lower error from one half than NLL"
-    equal = "MinVI has about NLL's error with both halves (not worse by more than the tolerance)"
-    if minvi.empty or nll.empty:
-        missing = "MinVI" if minvi.empty else "NLL"
-        claims += [
-            Claim(scope, text, f"no {missing} objective with errors", NO_DATA) for text in (lower, equal)
-        ]
-    else:
+    minvi, nll, claims = _families(best, scope)
+    if not claims:
         ref = nll.loc[nll["one mean"].idxmin()]
         for _, row in minvi.iterrows():
             note = _diverged_note(pairing, row, ref)
             res = pairing.compare(_key(row, pairing), _key(ref, pairing), ONE_HALF)
             if res is None or not math.isfinite(res.ci_high):
-                claims.append(Claim(scope, f"{lower} ({row['objective']})", "no interval", NO_DATA))
+                claims.append(Claim(scope, f"{LOWER} ({row['objective']})", "no interval", NO_DATA))
             else:
                 ours = (
                     f"one half: {_fmt(row, 'one')} vs best NLL {_fmt(ref, 'one')}: {_interval_text(res)} "
                     f"(need upper < −{tol_pp:g}){note}"
                 )
                 verdict = PASS if res.ci_high < -tol_pp else FAIL
-                claims.append(Claim(scope, f"{lower} ({row['objective']})", ours, verdict))
+                claims.append(Claim(scope, f"{LOWER} ({row['objective']})", ours, verdict))
             res = pairing.compare(_key(row, pairing), _key(ref, pairing), BOTH)
             if res is None or not math.isfinite(res.ci_high):
-                claims.append(Claim(scope, f"{equal} ({row['objective']})", "no interval", NO_DATA))
+                claims.append(Claim(scope, f"{EQUAL} ({row['objective']})", "no interval", NO_DATA))
             else:
                 ours = (
                     f"both halves: {_fmt(row, 'both')} vs best NLL {_fmt(ref, 'both')}: {_interval_text(res)} "
                     f"(need upper ≤ {tol_pp:g}){note}"
                 )
                 verdict = PASS if res.ci_high <= tol_pp else FAIL
-                claims.append(Claim(scope, f"{equal} ({row['objective']})", ours, verdict))
-    above = "MP above all: minvi_mp has the lowest one-half error of the MinVI and NLL objectives"
-    pure = best[best["family"].isin(["MinVI", "NLL"])]
-    if "minvi_mp" not in set(pure["objective"]) or len(pure) < 2:
-        claims.append(Claim(scope, above, "needs minvi_mp and another MinVI or NLL objective", NO_DATA))
-        return claims
+                claims.append(Claim(scope, f"{EQUAL} ({row['objective']})", ours, verdict))
+    pure, undecided = _mp_and_others(best, scope)
+    if undecided is not None:
+        return [*claims, undecided]
     mp = pure[pure["objective"] == "minvi_mp"].iloc[0]
     parts, clear = [], True
     for _, other in pure[pure["objective"] != "minvi_mp"].iterrows():
@@ -179,44 +193,33 @@ def interval_claims(best: pd.DataFrame, scope: str, tol_pp: float, pairing) -> l
         clear &= res.ci_high < 0
         parts.append(f"vs {other['objective']}: {_interval_text(res)}")
     ours = "minvi_mp − other, one half: " + "; ".join(parts) + " (need every upper < 0)"
-    claims.append(Claim(scope, above, ours, PASS if clear else FAIL))
+    claims.append(Claim(scope, ABOVE, ours, PASS if clear else FAIL))
     return claims
 
 
 def scope_claims(best: pd.DataFrame, scope: str, tol_pp: float) -> list[Claim]:
     """The three parts of the claim for one data × model (means ± standard errors, no pairing)."""
-    minvi = best[best["family"] == "MinVI"]
-    nll = best[best["family"] == "NLL"]
-    claims: list[Claim] = []
-    lower = "MinVI gives much lower error from one half than NLL"
-    equal = "MinVI has about NLL's error with both halves (not worse by more than the tolerance)"
-    if minvi.empty or nll.empty:
-        missing = "MinVI" if minvi.empty else "NLL"
-        claims += [
-            Claim(scope, text, f"no {missing} objective with errors", NO_DATA) for text in (lower, equal)
-        ]
-    else:
+    minvi, nll, claims = _families(best, scope)
+    if not claims:
         ref = nll.loc[nll["one mean"].idxmin()]
         for _, row in minvi.iterrows():
             gap = ref["one mean"] - row["one mean"]
             tol = _tolerance(row, ref, "one", tol_pp)
             ours = f"one half: {_fmt(row, 'one')} vs best NLL {_fmt(ref, 'one')} (gap {gap:.2f}, need > {tol:.2f})"
-            claims.append(Claim(scope, f"{lower} ({row['objective']})", ours, PASS if gap > tol else FAIL))
+            claims.append(Claim(scope, f"{LOWER} ({row['objective']})", ours, PASS if gap > tol else FAIL))
             diff = row["both mean"] - ref["both mean"]
             tol = _tolerance(row, ref, "both", tol_pp)
             ours = (
                 f"both halves: {_fmt(row, 'both')} vs best NLL {_fmt(ref, 'both')} "
                 f"(diff {diff:+.2f}, need ≤ {tol:.2f})"
             )
-            claims.append(Claim(scope, f"{equal} ({row['objective']})", ours, PASS if diff <= tol else FAIL))
-    above = "MP above all: minvi_mp has the lowest one-half error of the MinVI and NLL objectives"
-    pure = best[best["family"].isin(["MinVI", "NLL"])]
-    if "minvi_mp" not in set(pure["objective"]) or len(pure) < 2:
-        claims.append(Claim(scope, above, "needs minvi_mp and another MinVI or NLL objective", NO_DATA))
-    else:
-        winner = pure.loc[pure["one mean"].idxmin()]
-        ranking = ", ".join(_fmt(r, "one") for _, r in pure.sort_values("one mean").iterrows())
-        claims.append(Claim(scope, above, ranking, PASS if winner["objective"] == "minvi_mp" else FAIL))
+            claims.append(Claim(scope, f"{EQUAL} ({row['objective']})", ours, PASS if diff <= tol else FAIL))
+    pure, undecided = _mp_and_others(best, scope)
+    if undecided is not None:
+        return [*claims, undecided]
+    winner = pure.loc[pure["one mean"].idxmin()]
+    ranking = ", ".join(_fmt(r, "one") for _, r in pure.sort_values("one mean").iterrows())
+    claims.append(Claim(scope, ABOVE, ranking, PASS if winner["objective"] == "minvi_mp" else FAIL))
     return claims
 
 

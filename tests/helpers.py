@@ -5,6 +5,7 @@ from __future__ import annotations
 import itertools
 from pathlib import Path
 
+import lightning.pytorch as pl
 import torch
 from hydra import compose, initialize_config_dir
 from hydra.core.hydra_config import HydraConfig
@@ -105,3 +106,45 @@ def assert_ais_agrees(ais: dict, exact: dict, names) -> None:
     for k in names:
         assert ais[f"{k}_stderr"] > 0
         assert abs(ais[k] - exact[k]) < max(3 * ais[f"{k}_stderr"], 1e-3), (k, ais[k], exact[k])
+
+
+def quiet_trainer(root: Path, **settings) -> pl.Trainer:
+    """A real Lightning Trainer with no logger, checkpointing, progress bar or validation."""
+    defaults = {
+        "max_epochs": 1,
+        "limit_val_batches": 0,
+        "logger": False,
+        "enable_checkpointing": False,
+        "enable_progress_bar": False,
+        "enable_model_summary": False,
+        "default_root_dir": str(root),
+    }
+    return pl.Trainer(**{**defaults, **settings})
+
+
+def tiny_checkpoint(dm, root: Path, n_hidden: int, batches: int) -> Path:
+    """A real Lightning checkpoint (with the data module's state) of a CD-1 model trained ``batches``
+    steps on ``dm``."""
+    from mmvi.lit.module import MultimodalLitModule
+
+    lit = MultimodalLitModule(
+        model={
+            "_target_": "mmvi.models.MultimodalRBM",
+            "modalities": dm.modality_specs(),
+            "n_hidden": n_hidden,
+        },
+        objective={"_target_": "mmvi.objectives.ContrastiveDivergence", "k": 1},
+        optim={
+            "lr": 0.01,
+            "lr_decay": 0.0,
+            "momentum_initial": 0.5,
+            "momentum": 0.5,
+            "momentum_switch_epoch": 1,
+            "weight_decay": 0.0,
+        },
+    )
+    trainer = quiet_trainer(root, limit_train_batches=batches)
+    trainer.fit(lit, datamodule=dm)
+    ckpt = Path(root) / "model.ckpt"
+    trainer.save_checkpoint(ckpt)
+    return ckpt

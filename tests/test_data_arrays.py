@@ -9,18 +9,16 @@ import logging
 import shutil
 from pathlib import Path
 
-import lightning.pytorch as pl
 import numpy as np
 import pandas as pd
 import pytest
 import torch
 from hydra.utils import instantiate
 
-from helpers import compose_job
+from helpers import compose_job, tiny_checkpoint
 from mmvi.data.arrays import ArrayFiles
 from mmvi.data.base import load_data_state
 from mmvi.errors import ConfigError, DataError
-from mmvi.lit.module import MultimodalLitModule
 
 
 def _view(shared: Path, view: str) -> tuple[np.ndarray, np.ndarray]:
@@ -267,31 +265,7 @@ def test_hydra_interface_exactly_as_documented(folder, tmp_path, monkeypatch):
 def test_training_statistics_travel_with_the_checkpoint(folder, mfeat, tmp_path):
     """Lightning stores the data module's statistics; new files are standardised with them."""
     dm = _dm(folder, files={"pix": "pix.npy", "fou": "fou.parquet"}, batch_size=100)
-    lit = MultimodalLitModule(
-        model={"_target_": "mmvi.models.MultimodalRBM", "modalities": dm.modality_specs(), "n_hidden": 8},
-        objective={"_target_": "mmvi.objectives.ContrastiveDivergence", "k": 1},
-        optim={
-            "lr": 0.01,
-            "lr_decay": 0.0,
-            "momentum_initial": 0.5,
-            "momentum": 0.5,
-            "momentum_switch_epoch": 1,
-            "weight_decay": 0.0,
-        },
-    )
-    trainer = pl.Trainer(
-        max_epochs=1,
-        limit_train_batches=2,
-        limit_val_batches=0,
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        default_root_dir=str(tmp_path),
-    )
-    trainer.fit(lit, datamodule=dm)
-    ckpt = tmp_path / "model.ckpt"
-    trainer.save_checkpoint(ckpt)
+    ckpt = tiny_checkpoint(dm, tmp_path, n_hidden=8, batches=2)
     # "new files": other digits (the last 200 rows), whose own statistics differ
     new = tmp_path / "new"
     new.mkdir()

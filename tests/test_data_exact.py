@@ -9,15 +9,14 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
-import lightning.pytorch as pl
 import numpy as np
 import pandas as pd
 import pytest
 import torch
 
+from helpers import tiny_checkpoint
 from mmvi.data.arrays import ArrayFiles
 from mmvi.data.base import DataError, load_data_state
-from mmvi.lit.module import MultimodalLitModule
 
 OFFSET = 1.7e9  # seconds since 1970: float32's spacing there is 128 s
 # stratified 84/6/10 % of 50 digits per class: 42 per class, 420 training rows
@@ -56,32 +55,7 @@ def _dm(folder: Path, **kwargs) -> ArrayFiles:
 
 def _checkpoint(dm: ArrayFiles, tmp_path: Path) -> Path:
     """A real Lightning checkpoint of a tiny model trained one step on ``dm``."""
-    lit = MultimodalLitModule(
-        model={"_target_": "mmvi.models.MultimodalRBM", "modalities": dm.modality_specs(), "n_hidden": 4},
-        objective={"_target_": "mmvi.objectives.ContrastiveDivergence", "k": 1},
-        optim={
-            "lr": 0.01,
-            "lr_decay": 0.0,
-            "momentum_initial": 0.5,
-            "momentum": 0.5,
-            "momentum_switch_epoch": 1,
-            "weight_decay": 0.0,
-        },
-    )
-    trainer = pl.Trainer(
-        max_epochs=1,
-        limit_train_batches=1,
-        limit_val_batches=0,
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        default_root_dir=str(tmp_path),
-    )
-    trainer.fit(lit, datamodule=dm)
-    ckpt = tmp_path / "model.ckpt"
-    trainer.save_checkpoint(ckpt)
-    return ckpt
+    return tiny_checkpoint(dm, tmp_path, n_hidden=4, batches=1)
 
 
 def test_a_view_on_a_large_offset_is_standardised_in_float64(folder, tmp_path):

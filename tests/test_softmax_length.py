@@ -11,13 +11,13 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import lightning.pytorch as pl
 import numpy as np
 import pytest
 import torch
 from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 
+from helpers import quiet_trainer
 from mmvi.data.arrays import ArrayFiles
 from mmvi.lit.module import MultimodalLitModule
 from mmvi.models.mrbm import MultimodalRBM
@@ -63,15 +63,7 @@ def test_default_training_on_long_documents_keeps_the_hidden_units_informative(d
     model = {"_target_": "mmvi.models.MultimodalRBM", "modalities": dm.modality_specs(), "n_hidden": 16}
     lit = MultimodalLitModule(model=model, objective=cfg["objective"], optim=cfg["optim"])
     lit.model.init_visible_bias_from_data(dm.modality_means())
-    trainer = pl.Trainer(
-        max_epochs=3,
-        limit_val_batches=0,
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        default_root_dir=str(tmp_path),
-    )
+    trainer = quiet_trainer(tmp_path, max_epochs=3)
     trainer.fit(lit, datamodule=dm)
     with torch.no_grad():
         h = lit.model.hidden_probs(dm.splits["train"].modalities)

@@ -101,6 +101,7 @@ def compare(
     include_diverged: bool = False,
     n_boot: int = N_BOOT,
     x: str = "epoch",
+    figures: bool = True,
 ) -> Report:
     """Collect (or take) the runs, write every table, plot and ``index.html``; return the report.
 
@@ -114,7 +115,8 @@ def compare(
 
     ``x``: the curves' x axis, ``epoch`` or a compute axis (``seconds``, ``flops``, ``examples``;
     :mod:`mmvi.report.compute`), which is also the equal-compute table's (FLOPs for ``epoch``).
-    Raises ValueError for another ``x``.
+    Raises ValueError for another ``x``. ``figures=False``: the tables and the page only (no plot
+    is drawn; a quick look at a large sweep).
     """
     if x not in X_AXES:
         raise ValueError(f"x={x!r}; allowed: {', '.join(X_AXES)}")
@@ -140,12 +142,14 @@ def compare(
     diverged = diverged_table(collection.diverged, include_diverged, out_dir)
     claims, errors = check_claims(agg, tol_pp, pairing)
     mirflickr = mirflickr_table(agg)
-    plots = make_plots(agg, out_dir)
-    plots += make_curve_plots(agg, collection.runs, collection.running if live else [], out_dir, x)
-    plots += forest_plots(paired, out_dir)
+    plots = []
+    if figures:
+        plots += make_plots(agg, out_dir)
+        plots += make_curve_plots(agg, collection.runs, collection.running if live else [], out_dir, x)
+        plots += forest_plots(paired, out_dir)
     axis = budget_axis(x)
     equal = equal_compute_frame(agg, configuration_groups(agg, collection.runs), axis)
-    front_plots, front_table = frontier_plots(agg, out_dir)
+    front_plots, front_table = frontier_plots(agg, out_dir, draw=figures)
     plots += front_plots
     points = frontier_points(agg)
 
@@ -199,7 +203,7 @@ def compare(
         frontier=front_table,
         frontier_note=FRONTIER_NOTE,
     )
-    page.sections = analysis_page_sections(agg, plots, out_dir)
+    page.sections = analysis_page_sections(agg, plots, out_dir, draw=figures)
     write_text_atomic(out_dir / "index.html", render(page))
     return Report(out_dir, collection, agg, plots, markdown)
 
@@ -270,6 +274,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "(also the equal-compute table's axis; FLOPs for epoch)",
     )
     parser.add_argument(
+        "--no-figures",
+        action="store_true",
+        help="write the tables and the page without drawing any plot (quick, for a large sweep)",
+    )
+    parser.add_argument(
         "--watch",
         type=float,
         metavar="SECONDS",
@@ -331,6 +340,7 @@ def options(args: argparse.Namespace) -> dict:
         "correction": args.correction,
         "include_diverged": args.include_diverged,
         "x": args.x,
+        "figures": not args.no_figures,
     }
 
 

@@ -104,8 +104,9 @@ def gap_curves(plots: list[Plot]) -> list[Plot]:
     return [p for p in plots if p.kind == "curve" and GAP_CURVES.fullmatch(p.measure)]
 
 
-def analysis_page_sections(agg: Aggregate, plots: list[Plot], out_dir: Path) -> list:
-    """The page sections (heading, note, table, plots) of the analyses present in the runs."""
+def analysis_page_sections(agg: Aggregate, plots: list[Plot], out_dir: Path, draw: bool = True) -> list:
+    """The page sections (heading, note, table, plots) of the analyses present in the runs; the
+    observed-fraction panels are drawn only if ``draw``."""
     sections = []
     table = inference_table(agg)
     curves = gap_curves(plots)
@@ -123,7 +124,7 @@ def analysis_page_sections(agg: Aggregate, plots: list[Plot], out_dir: Path) -> 
                 curves,
             )
         )
-    observed = observed_plots(agg, out_dir)
+    observed = observed_plots(agg, out_dir) if draw else []
     if observed:
         sections.append(
             (

@@ -148,14 +148,15 @@ def frontier_plot(points: pd.DataFrame, data: str, out_dir: Path) -> Plot | None
     return Plot("frontier", "trade-off frontier", data, str(path))
 
 
-def frontier_plots(agg: Aggregate, out_dir: Path) -> tuple[list[Plot], TextTable]:
-    """Every data set's frontier figure and the table of non-dominated runs."""
+def frontier_plots(agg: Aggregate, out_dir: Path, draw: bool = True) -> tuple[list[Plot], TextTable]:
+    """Every data set's frontier figure (none if not ``draw``) and the table of non-dominated runs."""
     points = frontier_points(agg)
     headers = ["data", "configuration", "seed", "−log P(v) (nats)", ONE_ERROR, CE_SUM, "non-dominated for"]
     if points.empty:
         return [], TextTable(headers, [], "Non-dominated runs")
     points = mark_frontier(points)
-    plots = [p for p in (frontier_plot(g, d, out_dir) for d, g in points.groupby("data")) if p is not None]
+    groups = points.groupby("data") if draw else []
+    plots = [p for p in (frontier_plot(g, d, out_dir) for d, g in groups) if p is not None]
     rows = []
     for _, r in points.iterrows():
         which = [name for name, y in (("error", ONE_ERROR), ("CE", CE_SUM)) if r[f"front {y}"]]

@@ -24,6 +24,7 @@ import pytest
 from hydra import compose, initialize_config_dir
 from PIL import Image
 
+from forked_cli import run_module
 from mmvi.compare import compare, main
 from mmvi.report.curves import read_curves
 from mmvi.run_folder import read_results, write_results
@@ -56,14 +57,7 @@ def sweep(tmp_path_factory) -> Path:
     """A real multirun (4 jobs) + one failed and one crashed ('running') run folder."""
     work = tmp_path_factory.mktemp("sweep")
     sweep_dir = work / "multirun"
-    proc = subprocess.run(
-        [sys.executable, "-m", "mmvi.train", *SWEEP_ARGS, f"hydra.sweep.dir={sweep_dir}"],
-        cwd=work,
-        env=env(),
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
+    proc = run_module("mmvi.train", [*SWEEP_ARGS, f"hydra.sweep.dir={sweep_dir}"], work, env(), 300)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     write_results(sweep_dir / "failed_job", "failed", reason="FloatingPointError: loss is nan", choices={})
     write_results(sweep_dir / "crashed_job", "running", choices={"objective": "minvi_mp"})
@@ -73,13 +67,7 @@ def sweep(tmp_path_factory) -> Path:
 @pytest.fixture(scope="module")
 def report(sweep) -> tuple[Path, str]:
     """``python -m mmvi.compare <sweep>`` as a user runs it: (report folder, console output)."""
-    proc = subprocess.run(
-        [sys.executable, "-m", "mmvi.compare", str(sweep)],
-        env=env(),
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    proc = run_module("mmvi.compare", [str(sweep)], Path.cwd(), env(), 120)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     return sweep / "report", proc.stdout
 
@@ -179,7 +167,7 @@ def test_malformed_records_are_skipped_with_a_reason_and_an_older_record_joins_i
     (copy / "older").mkdir()
     (copy / "older" / "results.json").write_text(json.dumps(older))
 
-    report = compare([copy], tmp_path / "report")
+    report = compare([copy], tmp_path / "report", figures=False)
     skipped = pd.read_csv(report.out_dir / "skipped.csv")
     malformed = skipped[skipped["status"] == "malformed"]
     assert sorted(Path(s).parent.name for s in malformed["source"]) == sorted(MALFORMED)
@@ -217,7 +205,7 @@ def test_measures_a_run_could_not_compute_are_shown_missing(sweep, tmp_path):
             res["metrics"] = {k: v for k, v in res["metrics"].items() if not k.startswith("classify/")}
             res["missing_metrics"] = {"classify/*": "ValueError: the probe could not be fitted"}
             path.write_text(json.dumps(res))
-    report = compare([copy], tmp_path / "report")
+    report = compare([copy], tmp_path / "report", figures=False)
     md = (report.out_dir / "table.md").read_text()
     assert "## Missing measures" in md and md.count("ValueError: the probe could not be fitted") == 2
     row = next(
@@ -582,7 +570,7 @@ def test_an_evaluation_sits_beside_the_run_it_evaluated(tmp_path):
         task="eval",
         run_dir=tmp_path / "runs" / "nll_converged",
     )
-    report = compare([tmp_path / "runs"], tmp_path / "report")
+    report = compare([tmp_path / "runs"], tmp_path / "report", figures=False)
     table = report.aggregate.table
     assert list(table["objective"]) == ["nll_cd", "nll_cd"] and list(table["n"]) == [1, 1]
     assert sorted(table["evaluation.inference"]) == ["converged", "native"]

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import logging
 import os
-import subprocess
-import sys
 
 import numpy as np
 import pandas as pd
@@ -13,6 +11,7 @@ import pytest
 import torch
 from hydra.utils import instantiate
 
+from forked_cli import run_module
 from helpers import compose_job
 from mmvi.data.arrays import ArrayFiles
 from mmvi.data.base import MultimodalDataModule, Split, unit_type_problem
@@ -50,10 +49,8 @@ def test_reported_case_stops_before_training_with_one_line(shared_data, tmp_path
     record a negative cross-entropy."""
     run = tmp_path / "run"
     env = {**os.environ, "MMVI_DATA_DIR": str(shared_data), "OMP_NUM_THREADS": "1", "WANDB_MODE": "offline"}
-    cmd = [sys.executable, "-m", "mmvi.train", "data=uci_mfeat", "data.modalities.pix.units=bernoulli"]
-    proc = subprocess.run(
-        cmd + ["logger=csv", f"hydra.run.dir={run}"], cwd=REPO, env=env, capture_output=True, text=True
-    )
+    args = ["data=uci_mfeat", "data.modalities.pix.units=bernoulli", "logger=csv", f"hydra.run.dir={run}"]
+    proc = run_module("mmvi.train", args, REPO, env)
     assert proc.returncode == 2, proc.stderr[-2000:]
     lines = [line for line in proc.stderr.splitlines() if line.startswith("error:")]
     assert len(lines) == 1 and "Traceback" not in proc.stderr

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import importlib.util
 import os
-import subprocess
-import sys
 from pathlib import Path
+
+from forked_cli import run_module
 
 REPO = Path(__file__).resolve().parents[1]
 SCRIPT = REPO / "scripts" / "gpu_check.py"
@@ -15,9 +15,7 @@ SCRIPT = REPO / "scripts" / "gpu_check.py"
 def test_without_cuda_it_says_so_in_one_line_and_writes_nothing(tmp_path):
     env = {**os.environ, "CUDA_VISIBLE_DEVICES": ""}
     out = tmp_path / "out"
-    proc = subprocess.run(
-        [sys.executable, str(SCRIPT), "--out", str(out)], env=env, capture_output=True, text=True, timeout=120
-    )
+    proc = run_module(str(SCRIPT), ["--out", str(out)], tmp_path, env, 120)
     assert proc.returncode == 0, proc.stderr[-2000:]
     lines = proc.stdout.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("gpu_check: no CUDA device"), proc.stdout

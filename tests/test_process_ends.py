@@ -7,7 +7,6 @@ import json
 import os
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -16,6 +15,7 @@ import torch
 from hydra import compose, initialize_config_dir
 
 import mmvi
+from forked_cli import Started, start_module
 from test_reliability import RESUME, SMALL
 from test_train_cli import run_cli
 
@@ -23,15 +23,8 @@ CONF = Path(__file__).resolve().parents[1] / "conf"
 ENV = {**os.environ, "OMP_NUM_THREADS": "1", "WANDB_SILENT": "true", "HYDRA_FULL_ERROR": "0"}
 
 
-def start(args: list[str], cwd: Path) -> subprocess.Popen:
-    return subprocess.Popen(
-        [sys.executable, "-m", "mmvi.train", *args],
-        cwd=cwd,
-        env=ENV,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
+def start(args: list[str], cwd: Path) -> Started:
+    return start_module("mmvi.train", args, cwd, ENV)
 
 
 def errors_of(stderr: str) -> list[str]:

@@ -5,8 +5,6 @@ from __future__ import annotations
 import json
 import math
 import signal
-import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -16,6 +14,7 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from forked_cli import start_module
 from mmvi.config_check import validate_config
 from mmvi.data.mnist import MNIST5kHalves
 from mmvi.errors import ConfigError
@@ -227,13 +226,7 @@ def test_killed_run_resumes_to_the_same_metrics(tmp_path):
     import os
 
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    child = subprocess.Popen(
-        [sys.executable, "-m", "mmvi.train", *RESUME, f"hydra.run.dir={broken}"],
-        cwd=tmp_path,
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
+    child = start_module("mmvi.train", [*RESUME, f"hydra.run.dir={broken}"], tmp_path, env)
     first = broken / "checkpoints" / "epoch_000.ckpt"
     deadline = time.time() + 240
     while not first.exists() and time.time() < deadline and child.poll() is None:

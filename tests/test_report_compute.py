@@ -3,14 +3,13 @@ runs: nll_cd and minvi_mp, and a hybrid α sweep (0, 0.5, 1), all with the joint
 
 from __future__ import annotations
 
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
 
+from forked_cli import run_module
 from mmvi.compare import compare, main
 from mmvi.report.compute import against, value_at
 from mmvi.report.curves import read_curves
@@ -37,13 +36,8 @@ def sweeps(tmp_path_factory) -> Path:
         ("objectives", ["objective=nll_cd,minvi_mp", "seed=0"]),
         ("alpha", ["objective=hybrid", "objective.alpha=0,0.5,1", "seed=0"]),
     ):
-        proc = subprocess.run(
-            [sys.executable, "-m", "mmvi.train", "-m", *params, *COMMON, f"hydra.sweep.dir={root / name}"],
-            cwd=root,
-            env=env(),
-            capture_output=True,
-            text=True,
-            timeout=300,
+        proc = run_module(
+            "mmvi.train", ["-m", *params, *COMMON, f"hydra.sweep.dir={root / name}"], root, env()
         )
         assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     return root
@@ -81,7 +75,8 @@ def test_equal_compute_table_at_the_cheapest_budget(sweeps, tmp_path):
     assert all(p.axis == "examples" for p in rep.plots if p.kind == "curve")
     # FLOPs: nll_cd (CD-1, 3 products per step and example) is the cheapest; each value is its
     # interpolation on the run's own curve at that budget
-    compare([sweeps], tmp_path / "flops", x="flops")
+    compare([sweeps], tmp_path / "flops", x="flops", figures=False)
+    assert not (tmp_path / "flops" / "plots").exists()  # figures=False: tables and page only
     table = pd.read_csv(tmp_path / "flops" / "equal_compute.csv").set_index("configuration")
     assert table["cheapest"].sum() == 1 and bool(table.loc["nll_cd", "cheapest"])
     frames = list(final_values(sweeps).values())
@@ -96,7 +91,7 @@ def test_equal_compute_table_at_the_cheapest_budget(sweeps, tmp_path):
             assert any(row["val/cond_ce/sum mean"] == pytest.approx(w) for w in wants)
     cheapest = next(f for f in frames if f["train/flops"].iloc[-1] == budget)
     assert table.loc["nll_cd", "val/cond_ce/sum mean"] == pytest.approx(cheapest["val/cond_ce/sum"].iloc[-1])
-    md = compare([sweeps], tmp_path / "epoch").out_dir / "index.html"
+    md = compare([sweeps], tmp_path / "epoch", figures=False).out_dir / "index.html"
     assert "Equal compute" in md.read_text() and "matmul FLOPs budget" in md.read_text()
 
 

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -18,6 +17,7 @@ import pytest
 from PIL import Image
 from statsmodels.stats.multitest import multipletests
 
+from forked_cli import run_module
 from mmvi.compare import compare, main
 from mmvi.report.paired import RECORDS_FILE
 from mmvi.report.stats import TWO_LEVEL, WELCH, paired_difference
@@ -149,7 +149,7 @@ def test_diverged_runs_are_listed_apart_and_never_averaged_silently(synthetic, t
              "classify/err_multimodal": 60.0}, divergence=divergence)  # fmt: skip
     stopped = {**divergence, "action": "stop"}
     fake_run(runs / "stopped", "minvi_mp", 4, {}, status="failed", reason="diverged", divergence=stopped)
-    report = compare([runs], tmp_path / "out", n_boot=500)
+    report = compare([runs], tmp_path / "out", n_boot=500, figures=False)
     table = report.aggregate.table.set_index("objective")
     assert table.loc["nll_pcd", "n"] == 3 and table.loc["nll_pcd", "diverged"] == 0
     md = (report.out_dir / "table.md").read_text()
@@ -162,7 +162,7 @@ def test_diverged_runs_are_listed_apart_and_never_averaged_silently(synthetic, t
     html = (report.out_dir / "index.html").read_text()
     assert '<h2 id="diverged">Diverged runs</h2>' in html and "left out of every row" in html
 
-    kept = compare([runs], tmp_path / "kept", include_diverged=True, n_boot=500)
+    kept = compare([runs], tmp_path / "kept", include_diverged=True, n_boot=500, figures=False)
     table = kept.aggregate.table.set_index("objective")
     assert table.loc["nll_pcd", "n"] == 4 and table.loc["nll_pcd", "diverged"] == 1
     md = (kept.out_dir / "table.md").read_text()
@@ -179,14 +179,7 @@ def test_diverged_runs_are_listed_apart_and_never_averaged_silently(synthetic, t
 def sweep_with_records(tmp_path_factory) -> Path:
     work = tmp_path_factory.mktemp("paired_sweep")
     sweep_dir = work / "multirun"
-    proc = subprocess.run(
-        [sys.executable, "-m", "mmvi.train", *SWEEP_ARGS, f"hydra.sweep.dir={sweep_dir}"],
-        cwd=work,
-        env=env(),
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
+    proc = run_module("mmvi.train", [*SWEEP_ARGS, f"hydra.sweep.dir={sweep_dir}"], work, env(), 300)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     for job in sorted(sweep_dir.glob("[0-9]")):
         res = json.loads((job / "results.json").read_text())
@@ -195,12 +188,8 @@ def sweep_with_records(tmp_path_factory) -> Path:
 
 
 def test_real_sweep_report_shows_paired_table_forest_and_interval_claims(sweep_with_records, tmp_path):
-    proc = subprocess.run(
-        [sys.executable, "-m", "mmvi.compare", str(sweep_with_records), "--out", str(tmp_path / "report")],
-        env=env(),
-        capture_output=True,
-        text=True,
-        timeout=180,
+    proc = run_module(
+        "mmvi.compare", [str(sweep_with_records), "--out", str(tmp_path / "report")], tmp_path, env(), 180
     )
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     out = tmp_path / "report"

@@ -6,8 +6,6 @@ import csv
 import json
 import math
 import os
-import subprocess
-import sys
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -17,6 +15,7 @@ import torch
 from hydra.utils import instantiate
 from omegaconf import OmegaConf, open_dict
 
+from forked_cli import run_module
 from helpers import compose_job
 from mmvi.config_check import validate_config
 from mmvi.data.table import CyclingEpochSampler, TableSamples
@@ -217,14 +216,7 @@ def test_tiny_multirun_through_the_cli_writes_results_and_the_report(tmp_path):
         f"hydra.sweep.dir={sweep}",
         "logger=csv",
     ]
-    proc = subprocess.run(
-        [sys.executable, "-m", "mmvi.train", *args],
-        cwd=tmp_path,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
+    proc = run_module("mmvi.train", args, tmp_path, env, 300)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     results = [json.loads(p.read_text()) for p in sorted(sweep.glob("*/results.json"))]
     assert len(results) == 4 and all(r["status"] == "completed" for r in results)

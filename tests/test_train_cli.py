@@ -6,10 +6,11 @@ import json
 import math
 import os
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
+
+from forked_cli import run_module
 
 REPO = Path(__file__).resolve().parents[1]
 REQUIRED = [
@@ -22,15 +23,9 @@ REQUIRED = [
 
 
 def run_cli(module: str, args: list[str], cwd: Path, timeout: int = 300) -> subprocess.CompletedProcess:
+    """``python -m <module> <args>`` in a process of its own (:mod:`forked_cli`)."""
     env = {**os.environ, "OMP_NUM_THREADS": "1", "WANDB_SILENT": "true", "HYDRA_FULL_ERROR": "0"}
-    return subprocess.run(
-        [sys.executable, "-m", module, *args],
-        cwd=cwd,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-    )
+    return run_module(module, args, cwd, env, timeout)
 
 
 def small_mnist_args(shared_data: Path, run_dir: Path, objective: str = "minvi_mp") -> list[str]:

@@ -21,7 +21,7 @@ install: ## create .venv and install everything (CPU torch from local wheels fir
 	$(BIN)/python -c "import torch, lightning, hydra, wandb, torchmetrics; print('torch', torch.__version__, '| lightning', lightning.__version__)"
 	@bash scripts/ensure_chromium.sh || echo "chromium not installed: the report screenshot test will be skipped"
 
-test: ## the test suite without slow tests, on every core (about 7 min on 2 cores); prints the 10 slowest
+test: ## the test suite without slow tests, on every core (about 4 min on 2 cores); prints the 10 slowest
 	$(BIN)/pytest -m "not slow and not readme and not cluster" -q -n auto --dist worksteal --durations=10
 
 test-readme: ## every command the README shows, run as written with small overrides appended

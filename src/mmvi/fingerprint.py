@@ -105,6 +105,7 @@ NEUTRAL_SETTINGS: dict[str, tuple[str, tuple, tuple[str, ...]]] = {
     # node: (key that decides, its neutral values, keys dropped with it)
     "nonfinite": ("divergence.policy", ("warn", "off"), ("divergence",)),
     "evaluation": ("checkpoint", ("last",), ("checkpoint", "checkpoint_monitor")),
+    "optim": ("gaussian_lr_scale", (1.0, 1), ("gaussian_lr_scale",)),
     # off-by-default analyses: "<node>/<part>" keys the same node again
     "evaluation/inference_gap": ("inference_gap.enabled", (False,), ("inference_gap",)),
     "evaluation/observed": ("observed.enabled", (False,), ("observed",)),

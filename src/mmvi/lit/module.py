@@ -3,7 +3,8 @@
 Optimisation (docs/paper.md §2): SGD with momentum (``momentum_initial`` for the first
 ``momentum_switch_epoch`` epochs, then ``momentum``; dampened as the reference with
 ``momentum_dampening``), learning rate ε_t = ε/(1 + d·t) with t the epoch counted from 1, L2 weight
-decay on the weights only. Per step only what must be: the objective, the finiteness checks (one
+decay on the weights only; the weights and visible biases of Gaussian modalities learn at
+``gaussian_lr_scale`` × ε (docs/paper.md §2). Per step only what must be: the objective, the finiteness checks (one
 fused reduction each) and the update; the training measures are summed on the device and logged
 once per epoch, and the optimiser's hyper-parameters are set once per epoch. Manual optimisation, so that a step that produces a
 non-finite loss, gradient or parameter is caught at that step and handled by ``nonfinite.policy``:
@@ -65,7 +66,8 @@ class MultimodalLitModule(pl.LightningModule):
     Args are plain (resolved) config dicts so that checkpoints rebuild the module on their own:
         model: ``_target_`` config of the model (e.g. ``mmvi.models.MultimodalRBM``).
         objective: ``_target_`` config of the objective.
-        optim: lr, lr_decay, momentum_initial, momentum, momentum_switch_epoch, weight_decay.
+        optim: lr, lr_decay, momentum_initial, momentum, momentum_switch_epoch, weight_decay,
+            gaussian_lr_scale (absent: 1).
         nonfinite: policy (backoff|stop), backoff, max_consecutive; divergence (:mod:`mmvi.lit.divergence`).
         val_mf_steps: mean-field steps for the validation conditional cross-entropies (None: the
             objective's native inference steps).
@@ -84,6 +86,7 @@ class MultimodalLitModule(pl.LightningModule):
                 "momentum_switch_epoch": INT0,
                 "momentum_dampening": Flag(),
                 "weight_decay": NON_NEGATIVE,
+                "gaussian_lr_scale": Interval(0, 1, closed="right"),
                 # how closely the update follows the reference code's (mmvi.lit.reference_update)
                 "momentum_negative": Flag(),
                 "velocity_init": Options(("gradient", "zero")),
@@ -144,16 +147,29 @@ class MultimodalLitModule(pl.LightningModule):
 
     # ------------------------------------------------------------- optimiser
     def configure_optimizers(self) -> torch.optim.Optimizer:
-        weights = [self.model.W[m] for m in self.model.names]
-        weight_ids = {id(p) for p in weights}
-        others = [p for p in self.model.parameters() if id(p) not in weight_ids]
+        """SGD over (weights, other parameters), and with a Gaussian modality and
+        ``gaussian_lr_scale`` < 1 two more groups (its weights, its visible biases) at that scale."""
+        scale = float(self.optim.get("gaussian_lr_scale", 1.0))
+        units = getattr(self.model, "units", {})
+        slow = [
+            m for m in self.model.names if scale != 1.0 and getattr(units.get(m), "name", "") == "gaussian"
+        ]
+        decay = float(self.optim["weight_decay"])
+        weights = [self.model.W[m] for m in self.model.names if m not in slow]
+        held = {id(p) for p in weights} | {id(p) for m in slow for p in (self.model.W[m], self.model.b[m])}
+        others = [p for p in self.model.parameters() if id(p) not in held]
+        groups = [
+            {"params": weights, "weight_decay": decay, "lr_scale": 1.0},
+            {"params": others, "weight_decay": 0.0, "lr_scale": 1.0},
+        ]
+        if slow:
+            groups += [
+                {"params": [self.model.W[m] for m in slow], "weight_decay": decay, "lr_scale": scale},
+                {"params": [self.model.b[m] for m in slow], "weight_decay": 0.0, "lr_scale": scale},
+            ]
+        groups = [g for g in groups if g["params"]]
         return torch.optim.SGD(
-            [
-                {"params": weights, "weight_decay": float(self.optim["weight_decay"])},
-                {"params": others, "weight_decay": 0.0},
-            ],
-            lr=float(self.optim["lr"]),
-            momentum=float(self.optim["momentum_initial"]),
+            groups, lr=float(self.optim["lr"]), momentum=float(self.optim["momentum_initial"])
         )
 
     def learning_rate(self, epoch: int) -> float:
@@ -176,7 +192,7 @@ class MultimodalLitModule(pl.LightningModule):
         lr, mu = self.learning_rate(epoch), self.momentum(epoch)
         damp = mu if self.optim.get("momentum_dampening", False) else 0.0
         for group in self.optimizers().param_groups:
-            group.update(lr=lr, momentum=mu, dampening=damp)
+            group.update(lr=lr * group.get("lr_scale", 1.0), momentum=mu, dampening=damp)
 
     def begin_epoch(self) -> None:
         """Per-epoch state, set at the epoch's first batch.
@@ -268,7 +284,7 @@ class MultimodalLitModule(pl.LightningModule):
         for k, total in getattr(self, "_sums", {}).items():
             self.log(f"train/{k}", total / count, sync_dist=True)
         group = self.optimizers().param_groups[0]
-        self.log("train/lr", float(group["lr"]))
+        self.log("train/lr", float(group["lr"]) / group.get("lr_scale", 1.0))
         self.log("train/momentum", float(group["momentum"]))
         self.log("train/nonfinite_steps", self.bad_steps.float())
         for name, value in self.compute.epoch_end().items():

@@ -39,13 +39,13 @@ def negative_gradients(optim: Mapping, objective, params: Sequence[Tensor]) -> t
 def apply_negative(
     optimizer: torch.optim.Optimizer, params: Sequence[Tensor], negative: tuple | None
 ) -> None:
-    """θ ← θ − ε·∂(negative part) with the optimiser's current learning rate (after its step)."""
+    """θ ← θ − ε·∂(negative part) with each parameter's current learning rate (after the step)."""
     if negative is None:
         return
-    lr = float(optimizer.param_groups[0]["lr"])
+    lr = {id(p): float(group["lr"]) for group in optimizer.param_groups for p in group["params"]}
     for p, g in zip(params, negative, strict=True):
         if g is not None:
-            p.add_(g, alpha=-lr)
+            p.add_(g, alpha=-lr[id(p)])
 
 
 def init_velocity(optim: Mapping, optimizer: torch.optim.Optimizer) -> None:

@@ -119,7 +119,7 @@ def test_the_default_run_has_the_default_budget_settings_and_the_presets_the_pap
     momentum; the paper presets and sweeps: the reference's ramp and dampened momentum."""
     default = compose_train([], tmp_path)
     assert default.trainer.max_epochs == 30
-    assert default.objective.grow_every == 0 and default.optim.momentum_dampening is False
+    assert default.objective.grow_every == 20 and default.optim.momentum_dampening is False
     paper = compose_train(["experiment=paper_mnist_mp"], tmp_path)
     assert paper.objective.grow_every == 20 and paper.optim.momentum_dampening is True
     for experiment in ("sweep_mnist_objectives", "sweep_mp_mask", "sweep_hybrid_alpha", "theorem21"):

@@ -27,7 +27,8 @@ def groups_of(run_dir) -> list[dict]:
 
 
 def test_default_optimiser_trains_gaussian_views_and_scale_one_runs_away(shared_data, tmp_path):
-    ok = mmvi.run(MFEAT, run_dir=tmp_path / "scaled")["results"]
+    mfeat = [*MFEAT, f"data.data_dir={shared_data / 'uci_mfeat'}"]
+    ok = mmvi.run(mfeat, run_dir=tmp_path / "scaled")["results"]
     assert ok["status"] == "completed" and "divergence" not in ok, ok.get("divergence")
     # both views are Gaussian: their weights and visible biases at 0.1 x lr, the hidden biases at lr
     groups = groups_of(tmp_path / "scaled")
@@ -36,7 +37,7 @@ def test_default_optimiser_trains_gaussian_views_and_scale_one_runs_away(shared_
     assert all(abs(g["lr"] - g["lr_scale"] * base) <= 1e-12 * base for g in groups)
     # the reported case: the same run with every parameter at lr diverges (recorded, not averaged)
     with pytest.raises(NonFiniteError, match=r"non-finite loss at step \d+ \(epoch [3-5]"):
-        mmvi.run([*MFEAT, "optim.gaussian_lr_scale=1"], run_dir=tmp_path / "unscaled")
+        mmvi.run([*mfeat, "optim.gaussian_lr_scale=1"], run_dir=tmp_path / "unscaled")
     bad = read_results(tmp_path / "unscaled")
     assert bad["status"] == "failed" and bad["divergence"]["epoch"] <= 5
 

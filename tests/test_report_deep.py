@@ -13,6 +13,7 @@ import pandas as pd
 
 from helpers import compose_job
 from mmvi.compare import compare
+from mmvi.report.collect import UNSET
 from mmvi.report.curves import read_curves
 from mmvi.run_folder import write_results
 
@@ -151,3 +152,25 @@ def test_deep_pipeline_logs_like_a_training_run_and_enters_the_report(shared_dat
     assert (
         html.index("Stage pathway/image_1") < html.index("Stage top") < html.index("Stage finetune/recurrent")
     )
+
+
+def test_a_pipeline_stopped_after_a_stage_is_its_own_configuration(tmp_path):
+    """The same settings and seed evaluated after the top stage and after fine-tuning: two rows, no
+    duplicate; a copy of the stopped run is the duplicate."""
+    fp = {"digest": "d1", "settings": {"seed": 0, "model": {"_target_": "mmvi.deep.MDRNN"}}}
+    common = {"choices": {"data": "wikipedia", "model": "mdrnn", "objective": "minvi_mp"}, "fingerprint": fp}
+    common["config"] = {"seed": 0}
+    write_results(tmp_path / "full", "completed", metrics={"classify/err_multimodal": 30.0}, **common)
+    for name in ("top", "top_copy"):
+        write_results(
+            tmp_path / name,
+            "completed",
+            metrics={"classify/err_multimodal": 35.0},
+            stopped_after="top",
+            **common,
+        )
+    rep = compare([tmp_path], tmp_path / "report", figures=False)
+    table = rep.aggregate.table
+    assert len(table) == 2 and sorted(table["classify/err_multimodal mean"]) == [30.0, 35.0]
+    assert sorted(table["stopped_after"]) == sorted(["top", UNSET])
+    assert [s.status for s in rep.collection.skipped] == ["duplicate"]

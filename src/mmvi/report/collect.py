@@ -159,7 +159,7 @@ def run_settings(res: Mapping[str, Any]) -> dict[str, str]:
 
     ``fingerprint.settings`` when recorded, else :func:`result_settings` of the recorded
     ``config``. A record with neither (no settings beyond the repeat keys) falls back to its
-    parsed command-line ``overrides``.
+    parsed command-line ``overrides``. A deep pipeline's ``stopped_after`` stage is one more setting.
     """
     fp = res.get("fingerprint")
     settings = fp.get("settings") if isinstance(fp, Mapping) else None
@@ -167,9 +167,10 @@ def run_settings(res: Mapping[str, Any]) -> dict[str, str]:
         config = res.get("config")
         settings = result_settings(config) if isinstance(config, Mapping) else {}
     flat = {k: v for k, v in flatten(settings).items() if k not in REPEAT_KEYS}
-    if not flat:
-        return parse_overrides(res.get("overrides"))
-    return {k: setting_text(v) for k, v in flat.items()}
+    out = parse_overrides(res.get("overrides")) if not flat else {k: setting_text(v) for k, v in flat.items()}
+    if res.get("stopped_after"):  # a deep pipeline evaluated at an earlier stage is its own configuration
+        out["stopped_after"] = str(res["stopped_after"])
+    return out
 
 
 def finite_numbers(metrics: dict[str, Any] | None) -> dict[str, float]:
@@ -375,7 +376,8 @@ def modified(folder: Path, curves: Curves | None) -> float:
 def collect_folders(folders: list[str | Path], include_diverged: bool = False) -> Collection:
     """Read the runs under each folder; a missing folder is an error, a folder twice is read once,
     and a completed run with the fingerprint of one already read (the same settings, data and
-    seed, e.g. a copied folder) is listed as a duplicate and counted once. Diverged runs go to
+    seed, e.g. a copied folder; for a deep pipeline also the stage it stopped after) is listed as a
+    duplicate and counted once. Diverged runs go to
     :attr:`Collection.diverged` (completed ones also to the runs with ``include_diverged``)."""
     out = Collection(sources=[str(f) for f in folders])
     seen: set[Path] = set()
@@ -413,6 +415,8 @@ def collect_folders(folders: list[str | Path], include_diverged: bool = False) -
             else:
                 recorded = res.get("fingerprint")
                 digest = recorded.get("digest") if isinstance(recorded, dict) else None
+                if digest and res.get("stopped_after"):  # a pipeline evaluated at an earlier stage
+                    digest = f"{digest}@{res['stopped_after']}"
                 if digest and digest in digests:
                     out.skipped.append(
                         Skipped(

@@ -21,6 +21,8 @@ from sklearn.linear_model import LogisticRegression
 from torch import Tensor
 from torchmetrics.functional.classification import multilabel_average_precision
 
+from mmvi.evaluation.softmax import SoftmaxPath, Whitened, minimise_l2
+
 DEFAULT_CS = (0.01, 0.1, 1.0, 10.0, 100.0)
 REFITS = ("train_val", "train")
 
@@ -159,8 +161,6 @@ def _times(seconds: dict | None, t0: float, t1: float) -> None:
 
 
 def _torch_probe(Xtr, ytr, Xva, yva, Cs, max_iter, max_extensions, refit, tol, seconds=None) -> _Predictor:
-    from mmvi.evaluation.softmax import SoftmaxPath
-
     classes = np.unique(ytr)  # as scikit-learn: the classes seen in training, predicted by label
     index = np.searchsorted(classes, ytr)
     path = SoftmaxPath(torch.as_tensor(Xtr), torch.as_tensor(index), len(classes), max_iter, tol)
@@ -188,49 +188,15 @@ def _torch_probe(Xtr, ytr, Xva, yva, Cs, max_iter, max_extensions, refit, tol, s
 
 
 # ------------------------------------------------------------------ multi-label
-class _Whitened:
-    """Centred features in the eigenbasis of their covariance: Xc V, with Xcᵀ Xc / n = V diag(s) Vᵀ."""
-
-    def __init__(self, X: Tensor) -> None:
-        self.n, self.D = X.shape
-        self.mean = X.mean(0)
-        Xc = X - self.mean
-        cov = (Xc.T.double() @ Xc.double()) / self.n
-        s, V = torch.linalg.eigh(cov)
-        self.s = s.clamp_min(0.0).to(X.dtype)
-        self.V = V.to(X.dtype)
-        self.XV = Xc @ self.V
-
-    def scale(self, lam: float) -> Tensor:
-        """d = (s/4 + λ)^(−1/2): w = V (d ⊙ u) makes the Hessian of the scaled objective ≈ I."""
-        return (self.s / 4 + lam).rsqrt()
-
-
 def _lbfgs_fit(Z: Tensor, Y: Tensor, pen: Tensor, u: Tensor, b: Tensor, max_iter: int, tol: float) -> None:
     """Minimise mean_i logloss(Z u + b, Y) + ½ Σ_j pen_j ‖u_j‖² over u (D, K), b (K,), in place."""
     n = Z.shape[0]
-    u.requires_grad_(True)
-    b.requires_grad_(True)
-    opt = torch.optim.LBFGS(
-        [u, b],
-        max_iter=max_iter,
-        tolerance_grad=tol,
-        tolerance_change=1e-12,
-        history_size=20,
-        line_search_fn="strong_wolfe",
-    )
 
-    def closure() -> Tensor:
-        opt.zero_grad()
+    def data_loss(u: Tensor, b: Tensor) -> Tensor:
         logits = torch.addmm(b, Z, u)
-        loss = torch.nn.functional.binary_cross_entropy_with_logits(logits, Y, reduction="sum") / n
-        loss = loss + 0.5 * (pen.unsqueeze(1) * u * u).sum()
-        loss.backward()
-        return loss
+        return torch.nn.functional.binary_cross_entropy_with_logits(logits, Y, reduction="sum") / n
 
-    opt.step(closure)
-    u.requires_grad_(False)
-    b.requires_grad_(False)
+    minimise_l2(data_loss, pen, u, b, max_iter, tol, tolerance_change=1e-12)
 
 
 def fit_logistic_l2(
@@ -256,7 +222,7 @@ def fit_logistic_l2(
         raise ValueError(f"X has {X.shape[0]} rows but Y has {Y.shape[0]}")
     dt = X.dtype
     Y = Y.to(dt)
-    white = _Whitened(X)
+    white = Whitened(X)
     n, D, K = X.shape[0], X.shape[1], Y.shape[1]
     prior = Y.mean(0).clamp(1e-4, 1 - 1e-4)
     b = torch.log(prior / (1 - prior))
@@ -265,7 +231,7 @@ def fit_logistic_l2(
     b_out = torch.zeros(len(Cs), K, dtype=dt)
     for g in sorted(range(len(Cs)), key=lambda i: Cs[i]):
         lam = 1.0 / (float(Cs[g]) * n)
-        d = white.scale(lam)
+        d = white.scale(lam, 0.25)
         u = (w / d.unsqueeze(1)).clone()
         _lbfgs_fit(white.XV * d, Y, lam * d * d, u, b, max_iter, tol)
         w = d.unsqueeze(1) * u

@@ -4,8 +4,9 @@ Each command runs in its own process, forked by the standard library's ``forkser
 that has imported torch, Lightning, Hydra and mmvi once (about 5 s a process otherwise). The child
 gets the command's argv, working folder, environment and its own stdout/stderr, runs the module as
 ``__main__`` exactly as ``python -m`` does (:func:`runpy.run_module`), runs the ``atexit`` handlers
-and exits with the module's status. What needs a fresh interpreter (signals sent to a pid, the
-README's commands, the cluster) keeps :func:`subprocess.run`.
+and exits with the module's status; :func:`start_module` gives its pid for the tests that signal it.
+What needs a fresh interpreter (the README's commands, DDP's own launches, the cluster) keeps
+:mod:`subprocess`.
 """
 
 from __future__ import annotations

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -351,7 +352,10 @@ def test_preempted_requeued_and_killed_job_ends_with_the_uninterrupted_metrics(
     wait_until(lambda: _epochs_done(run, t0) >= 1, 300, "an epoch of the resubmitted job")
     subprocess.run(["scancel", "--signal=USR1", str(job)], env=cluster, check=True)
     t1 = _release(cluster, job)
-    assert list(run.glob("hpc_ckpt_*.ckpt")), "no checkpoint written on the pre-timeout signal"
+    assert (run / "checkpoints" / "mid_epoch.ckpt").is_file(), (
+        "no checkpoint written on the pre-timeout signal"
+    )
+    assert not list(run.glob("hpc_ckpt_*.ckpt")), "a pre-timeout checkpoint where Lightning resumes from it"
     # 3. `scontrol requeue` mid-epoch (a preemption): requeued again, resumes again
     wait_until(lambda: _epochs_done(run, t1) >= 1, 300, "an epoch after the first requeue")
     _scontrol(cluster, "requeue", str(job))
@@ -364,6 +368,72 @@ def test_preempted_requeued_and_killed_job_ends_with_the_uninterrupted_metrics(
     diff = max_param_difference(ref / "checkpoints" / "last.ckpt", run / "checkpoints" / "last.ckpt")
     print(
         f"\nkilled job {first}, resubmitted as {job}, requeued twice: max |parameter difference| {diff:.3g}"
+    )
+    for key in METRICS:
+        print(f"  {key}: uninterrupted {a['metrics'][key]:.6f}, interrupted {b['metrics'][key]:.6f}")
+    assert diff < 1e-6
+    for key in METRICS:
+        assert b["metrics"][key] == pytest.approx(a["metrics"][key], rel=1e-6, abs=1e-9), key
+
+
+def _training_catches_usr1(run: Path) -> bool:
+    """True once the training process of ``run`` (not srun) has Lightning's SIGUSR1 handler: fit began."""
+    found = subprocess.run(["pgrep", "-f", f"hydra.run.dir={run}"], capture_output=True, text=True).stdout
+    for pid in found.split():
+        try:
+            argv = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+            status = Path(f"/proc/{pid}/status").read_text()
+        except OSError:  # ended meanwhile
+            continue
+        if b"mmvi.train" not in argv[:3]:
+            continue
+        caught = next(line.split()[1] for line in status.splitlines() if line.startswith("SigCgt:"))
+        if int(caught, 16) & (1 << (signal.SIGUSR1 - 1)):
+            return True
+    return False
+
+
+def test_pre_timeout_signal_in_the_first_epoch_restarts_it_and_ends_as_uninterrupted(
+    cluster, shared_data, tmp_path
+):
+    """No epoch has ended when SLURM's pre-timeout signal comes: Lightning's mid-epoch state goes to
+    checkpoints/mid_epoch.ckpt (not where Lightning resumes from), the requeued job starts again from
+    the beginning and ends with the parameters and metrics of an uninterrupted run."""
+    ref, run = tmp_path / "ref", tmp_path / "run"
+    n_train, batch = 2000, 2
+    overrides = [
+        *TINY,
+        *_data(shared_data, n_train),
+        "objective=nll_pcd",
+        "model.n_hidden=64",
+        f"data.batch_size={batch}",
+        "trainer.max_epochs=2",
+    ]
+    job = sbatch(
+        cluster, tmp_path, "mmvi-first", train_command([*overrides, f"hydra.run.dir={run}"]), "--requeue"
+    )
+    wait_until(lambda: _training_catches_usr1(run), 300, "the job's training to begin", poll=0.05)
+    time.sleep(1.0)  # some steps into the first epoch (of n_train / batch)
+    subprocess.run(["scancel", "--signal=USR1", str(job)], env=cluster, check=True)
+    uninterrupted = subprocess.Popen(
+        [PY, "-m", "mmvi.train", *overrides, f"hydra.run.dir={ref}"],
+        env={k: v for k, v in cluster.items() if not k.startswith("SLURM_JOB")},
+        cwd=tmp_path,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    _release(cluster, job)
+    assert wait_job(cluster, job) == "COMPLETED", (tmp_path / f"mmvi-first-{job}.out").read_text()[-3000:]
+    assert uninterrupted.wait(timeout=600) == 0, uninterrupted.stderr.read()[-3000:]
+    mid = torch.load(run / "checkpoints" / "mid_epoch.ckpt", map_location="cpu", weights_only=False)
+    assert mid["epoch"] == 0 and 0 < mid["global_step"] < n_train // batch, (mid["epoch"], mid["global_step"])
+    assert not list(run.glob("hpc_ckpt_*.ckpt"))
+    a, b = results(ref), results(run)
+    assert b["status"] == "completed" and b["slurm"]["restart_count"] == 1, b.get("slurm")
+    diff = max_param_difference(ref / "checkpoints" / "last.ckpt", run / "checkpoints" / "last.ckpt")
+    print(
+        f"\njob {job}: signalled at step {mid['global_step']} of epoch 0, max |parameter difference| {diff:.3g}"
     )
     for key in METRICS:
         print(f"  {key}: uninterrupted {a['metrics'][key]:.6f}, interrupted {b['metrics'][key]:.6f}")

@@ -5,7 +5,8 @@ A run folder (``paths.output_dir``) holds one configuration:
 * ``results.json`` (:data:`RESULTS_FILE`): status ``running`` → ``completed`` | ``failed``, written
   atomically by :class:`RunRecord`; a completed record is never replaced (it is renamed aside);
 * ``config_resolved.json`` (:data:`CONFIG_FILE`): the resolved config and the run's fingerprint;
-* ``checkpoints/last.ckpt`` (:func:`last_checkpoint`), ``csv/``, the evaluation's figures;
+* ``checkpoints/last.ckpt`` (:func:`last_checkpoint`), ``checkpoints/mid_epoch.ckpt`` (the state at a
+  SLURM pre-timeout signal, not resumed from), ``csv/``, the evaluation's figures;
 * for the deep pipeline, ``model.pt`` and ``stages/<stage>/`` (``done.json``, ``spec.json``, ``model.pt``).
 
 :func:`check_run_folder` refuses to resume or relabel a folder that holds another configuration's
@@ -35,6 +36,9 @@ CONFIG_FILE = "config_resolved.json"
 CHECKPOINT_DIR = "checkpoints"
 LAST_CHECKPOINT = "last.ckpt"
 BEST_CHECKPOINT = "best.ckpt"  # evaluation.checkpoint=best: the epoch of the lowest monitored measure
+#: the state at a SLURM pre-timeout signal (Lightning's ``hpc_ckpt_<n>.ckpt``), kept for inspection;
+#: never resumed from (a resume starts at the last completed epoch: mmvi.lit.checkpoint_io)
+MID_EPOCH_CHECKPOINT = "mid_epoch.ckpt"
 CSV_DIR = "csv"
 MODEL_FILE = "model.pt"  # the deep pipeline's whole model after its last stage
 STAGES_DIR = "stages"

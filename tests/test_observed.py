@@ -75,6 +75,8 @@ def test_observed_family_holds_the_paper_points_and_the_gap_on_a_real_run(tmp_pa
         d = f"{m}_given_{other}"
         assert met[f"cond_ce_native/{d}"] == pytest.approx(met[f"cond_ce/{d}"], rel=1e-12)
         assert met[f"gap/{d}"] + met[f"cond_nll/{m}_given_rest"] > 0
+    for part in ("likelihood", "inference_gap", "observed"):  # each analysis's cost, in the record
+        assert met[f"eval/seconds/{part}"] > 0, part
     df = read_records(Path(out["run_dir"]) / "records.parquet")
     means = df.groupby("metric")["value"].mean()
     for name in [k for k in met if k.startswith(("observed/", "gap/", "gibbs_ce/"))]:

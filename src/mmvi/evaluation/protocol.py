@@ -306,20 +306,22 @@ def evaluate(
         from mmvi.evaluation.inference_gap import gap_family
 
         test_v = dm.splits["test"].modalities
-        metrics.attempt(
-            "inference_gap/*",
-            lambda: gap_family(
-                model, test_v, native_steps, mf_steps, mf_tol, bs, lik, inference_gap, records
-            ),
-        )
+        with timer.part("inference_gap"):
+            metrics.attempt(
+                "inference_gap/*",
+                lambda: gap_family(
+                    model, test_v, native_steps, mf_steps, mf_tol, bs, lik, inference_gap, records
+                ),
+            )
     if (observed or {}).get("enabled", False):
         from mmvi.evaluation.observed import observed_family
 
         db = reps["test"]["multimodal"]
-        metrics.attempt(
-            "observed/*",
-            lambda: observed_family(model, dm, steps, tol, bs, probe, retrieval, observed, records, db),
-        )
+        with timer.part("observed"):
+            metrics.attempt(
+                "observed/*",
+                lambda: observed_family(model, dm, steps, tol, bs, probe, retrieval, observed, records, db),
+            )
 
     ret = retrieval or {}
     if ret.get("enabled", False) and not labelled:

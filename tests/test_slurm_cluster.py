@@ -145,6 +145,30 @@ def train_command(overrides: list[str]) -> str:
     return " ".join([PY, "-m", "mmvi.train", *(f"'{x}'" for x in overrides)])
 
 
+def start_uninterrupted(env: dict, cwd: Path, overrides: list[str]) -> subprocess.Popen:
+    """The same training outside SLURM (no job variables), in the background: the reference run."""
+    return subprocess.Popen(
+        [PY, "-m", "mmvi.train", *overrides],
+        env={k: v for k, v in env.items() if not k.startswith("SLURM_JOB")},
+        cwd=cwd,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+
+def assert_ends_as_uninterrupted(ref: Path, run: Path, what: str) -> None:
+    """The interrupted ``run`` ends with the parameters (to 1e-6) and metrics of ``ref``; prints both."""
+    a, b = results(ref), results(run)
+    diff = max_param_difference(ref / "checkpoints" / "last.ckpt", run / "checkpoints" / "last.ckpt")
+    print(f"\n{what}: max |parameter difference| {diff:.3g}")
+    for key in METRICS:
+        print(f"  {key}: uninterrupted {a['metrics'][key]:.6f}, interrupted {b['metrics'][key]:.6f}")
+    assert diff < 1e-6
+    for key in METRICS:
+        assert b["metrics"][key] == pytest.approx(a["metrics"][key], rel=1e-6, abs=1e-9), key
+
+
 # ----------------------------------------------------------------------------- the job record
 def test_slurm_job_reads_the_environment():
     assert slurm_job({"PATH": "/bin"}) is None
@@ -333,14 +357,7 @@ def test_preempted_requeued_and_killed_job_ends_with_the_uninterrupted_metrics(
     command = train_command([*overrides, f"hydra.run.dir={run}"])
     # 1. killed hard after its first epoch: the job is gone, its folder keeps the checkpoint
     first = sbatch(cluster, tmp_path, "mmvi-preempt", command, "--requeue")
-    uninterrupted = subprocess.Popen(
-        [PY, "-m", "mmvi.train", *overrides, f"hydra.run.dir={ref}"],
-        env={k: v for k, v in cluster.items() if not k.startswith("SLURM_JOB")},
-        cwd=tmp_path,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
+    uninterrupted = start_uninterrupted(cluster, tmp_path, [*overrides, f"hydra.run.dir={ref}"])
     wait_until(lambda: _epochs_done(run) >= 1, 300, "the first epoch's checkpoint")
     subprocess.run(["scancel", "--signal=KILL", str(first)], env=cluster, check=True)
     assert wait_job(cluster, first) in ("CANCELLED", "FAILED", "GONE")
@@ -362,18 +379,10 @@ def test_preempted_requeued_and_killed_job_ends_with_the_uninterrupted_metrics(
     _release(cluster, job)
     assert wait_job(cluster, job) == "COMPLETED", (tmp_path / f"mmvi-preempt-{job}.out").read_text()[-3000:]
     assert uninterrupted.wait(timeout=600) == 0, uninterrupted.stderr.read()[-3000:]
-    a, b = results(ref), results(run)
+    b = results(run)
     assert b["status"] == "completed" and b["slurm"]["job_id"] == job
     assert b["slurm"]["restart_count"] == 2, b["slurm"]  # SLURM_RESTART_COUNT: two requeues
-    diff = max_param_difference(ref / "checkpoints" / "last.ckpt", run / "checkpoints" / "last.ckpt")
-    print(
-        f"\nkilled job {first}, resubmitted as {job}, requeued twice: max |parameter difference| {diff:.3g}"
-    )
-    for key in METRICS:
-        print(f"  {key}: uninterrupted {a['metrics'][key]:.6f}, interrupted {b['metrics'][key]:.6f}")
-    assert diff < 1e-6
-    for key in METRICS:
-        assert b["metrics"][key] == pytest.approx(a["metrics"][key], rel=1e-6, abs=1e-9), key
+    assert_ends_as_uninterrupted(ref, run, f"killed job {first}, resubmitted as {job}, requeued twice")
 
 
 def _training_catches_usr1(run: Path) -> bool:
@@ -415,31 +424,16 @@ def test_pre_timeout_signal_in_the_first_epoch_restarts_it_and_ends_as_uninterru
     wait_until(lambda: _training_catches_usr1(run), 300, "the job's training to begin", poll=0.05)
     time.sleep(1.0)  # some steps into the first epoch (of n_train / batch)
     subprocess.run(["scancel", "--signal=USR1", str(job)], env=cluster, check=True)
-    uninterrupted = subprocess.Popen(
-        [PY, "-m", "mmvi.train", *overrides, f"hydra.run.dir={ref}"],
-        env={k: v for k, v in cluster.items() if not k.startswith("SLURM_JOB")},
-        cwd=tmp_path,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
+    uninterrupted = start_uninterrupted(cluster, tmp_path, [*overrides, f"hydra.run.dir={ref}"])
     _release(cluster, job)
     assert wait_job(cluster, job) == "COMPLETED", (tmp_path / f"mmvi-first-{job}.out").read_text()[-3000:]
     assert uninterrupted.wait(timeout=600) == 0, uninterrupted.stderr.read()[-3000:]
     mid = torch.load(run / "checkpoints" / "mid_epoch.ckpt", map_location="cpu", weights_only=False)
     assert mid["epoch"] == 0 and 0 < mid["global_step"] < n_train // batch, (mid["epoch"], mid["global_step"])
     assert not list(run.glob("hpc_ckpt_*.ckpt"))
-    a, b = results(ref), results(run)
+    b = results(run)
     assert b["status"] == "completed" and b["slurm"]["restart_count"] == 1, b.get("slurm")
-    diff = max_param_difference(ref / "checkpoints" / "last.ckpt", run / "checkpoints" / "last.ckpt")
-    print(
-        f"\njob {job}: signalled at step {mid['global_step']} of epoch 0, max |parameter difference| {diff:.3g}"
-    )
-    for key in METRICS:
-        print(f"  {key}: uninterrupted {a['metrics'][key]:.6f}, interrupted {b['metrics'][key]:.6f}")
-    assert diff < 1e-6
-    for key in METRICS:
-        assert b["metrics"][key] == pytest.approx(a["metrics"][key], rel=1e-6, abs=1e-9), key
+    assert_ends_as_uninterrupted(ref, run, f"job {job}: signalled at step {mid['global_step']} of epoch 0")
 
 
 # ----------------------------------------------------------------------------- deep pipeline, Optuna

@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 export OMP_NUM_THREADS ?= 1
 
 .DEFAULT_GOAL := help
-.PHONY: help install test test-readme test-full train lint format bench bench-eval bench-train sweep-mnist sweep-alpha sweep-mask reference-run image-sets compare compare-watch sync clean clean-logs cluster-up cluster-down cluster-status test-cluster gpu-check
+.PHONY: help install test test-readme test-full train lint format bench bench-eval bench-train bench-growth sweep-mnist sweep-alpha sweep-mask reference-run image-sets compare compare-watch sync clean clean-logs cluster-up cluster-down cluster-status test-cluster gpu-check
 
 help: ## list the targets
 	@grep -E '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  \033[36m%-14s\033[0m %s\n", $$1, $$2}'
@@ -45,13 +45,16 @@ format: ## ruff format + autofix
 	$(BIN)/ruff format src tests scripts
 	$(BIN)/ruff check --fix src tests scripts
 
-bench: bench-train bench-eval ## all benchmarks
+bench: bench-train bench-eval bench-growth ## all benchmarks
 
 bench-train: ## training throughput vs the machine's matmul limit
 	$(BIN)/python scripts/bench_train.py
 
 bench-eval: ## retrieval mAP vs torchmetrics; AIS seconds per 1,000 examples; paper-size evaluation by part vs training
 	$(BIN)/python scripts/bench_eval.py
+
+bench-growth: ## seconds per epoch and per evaluation as hidden units, modalities, batch and threads grow; exponents vs FLOPs
+	$(BIN)/python scripts/bench_growth.py
 
 sweep-mnist: ## Table 1 sweep: 4 objectives x 3 seeds, MNIST halves, joblib (2 workers), then the report; ARGS="trainer.max_epochs=5"
 	PY=$(BIN)/python bash scripts/sweep.sh sweep_mnist_objectives $(ARGS)

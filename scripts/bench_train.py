@@ -132,24 +132,34 @@ def measured_matmul_gflops(device: torch.device, reps: int) -> float:
     return sum(results) / len(results)
 
 
-def lit_module(objective: dict) -> MultimodalLitModule:
+def lit_module(objective: dict, model: dict | None = None) -> MultimodalLitModule:
     torch.manual_seed(0)
-    return MultimodalLitModule(model=MODEL, objective=objective, optim=OPTIM)
+    return MultimodalLitModule(model=model or MODEL, objective=objective, optim=OPTIM)
 
 
-def random_batches(n: int, device: torch.device) -> list[dict[str, torch.Tensor]]:
+def random_batches(
+    n: int, device: torch.device, sizes: dict[str, int] | None = None, batch: int = BATCH
+) -> list[dict[str, torch.Tensor]]:
+    """``n`` batches of uniform [0, 1) data (each objective's own binarisation applies)."""
     g = torch.Generator().manual_seed(0)
-    return [
-        {m: torch.rand(BATCH, N_VIS, generator=g).to(device) for m in ("left", "right")} for _ in range(n)
-    ]
+    sizes = sizes or {"left": N_VIS, "right": N_VIS}
+    return [{m: torch.rand(batch, k, generator=g).to(device) for m, k in sizes.items()} for _ in range(n)]
 
 
-def bench_step_alone(objective: dict, device: torch.device, steps: int, bf16: bool) -> float:
-    """Median seconds of one training step outside Lightning: loss, backward, SGD step."""
-    lit = lit_module(objective).to(device)
+def bench_step_alone(
+    objective: dict,
+    device: torch.device,
+    steps: int,
+    bf16: bool,
+    model: dict | None = None,
+    batch: int = BATCH,
+) -> float:
+    """Median seconds of one training step outside Lightning: loss, backward, SGD step (``model``:
+    a model config, default :data:`MODEL`; ``batch`` examples per step)."""
+    lit = lit_module(objective, model).to(device)
     model, obj = lit.model, lit.objective
     opt = torch.optim.SGD(model.parameters(), lr=1e-3, momentum=0.5)
-    batches = random_batches(4, device)
+    batches = random_batches(4, device, dict(model.sizes), batch)
 
     def step(v):
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):

@@ -121,6 +121,7 @@ COMMANDS: dict[str, How] = {
     "make gpu-check": How(expect=""),
     "make bench-train": How(elsewhere="a benchmark (make bench), not a test"),
     "make bench-eval": How(elsewhere="a benchmark (make bench), not a test"),
+    "make bench-growth": How(elsewhere="a benchmark (make bench), not a test"),
 }
 
 

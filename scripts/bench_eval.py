@@ -129,7 +129,6 @@ def bench_protocol(data_dir: str | None, objective: str, epochs: int, n_train: i
     from pathlib import Path
 
     import lightning.pytorch as pl
-    from omegaconf import OmegaConf
 
     from mmvi.data.mnist import MNISTHalves
     from mmvi.evaluation.protocol import evaluate
@@ -143,10 +142,7 @@ def bench_protocol(data_dir: str | None, objective: str, epochs: int, n_train: i
     logging.getLogger("lightning.pytorch").setLevel(logging.ERROR)
 
     if data_dir is None:
-        import os
-
-        shared = Path(os.environ.get("MMVI_SHARED_DATA", here.parent.parent / "shared" / "data"))
-        data_dir = str(shared / "mnist") if (shared / "mnist").is_dir() else None
+        data_dir = bt.shared_mnist_dir()
     dm = MNISTHalves(data_dir=data_dir, batch_size=bt.BATCH, eval_batch_size=1000)
     dm.setup()
     if n_train is not None:
@@ -170,10 +166,7 @@ def bench_protocol(data_dir: str | None, objective: str, epochs: int, n_train: i
         t0 = time.perf_counter()
         tr.fit(lit, datamodule=dm)
         train_s = (time.perf_counter() - t0) * 10 / epochs
-        settings = OmegaConf.to_container(
-            OmegaConf.load(here.parent / "conf" / "evaluation" / "default.yaml"), resolve=True
-        )
-        settings = {k: v for k, v in settings.items() if not k.startswith("_")}
+        settings = bt.default_evaluation_settings()
         native = lit.objective.native_inference_steps
         t0 = time.perf_counter()
         metrics, _ = evaluate(lit.model, dm, Path(folder), native_steps=native, **settings)

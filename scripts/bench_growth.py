@@ -67,9 +67,9 @@ def epoch_point(
 
     model = model_config(sizes, n_hidden)
     step = BT.bench_step_alone(
-        BT.OBJECTIVES[key], torch.device("cpu"), steps, False, model=model, batch=batch
+        BT.OBJECTIVES[key], torch.device("cpu"), steps, False, model_cfg=model, batch=batch
     )
-    lit = BT.lit_module(BT.OBJECTIVES[key], model=model)
+    lit = BT.lit_module(BT.OBJECTIVES[key], model)
     n_steps = math.ceil(EPOCH / batch)
     return step * n_steps, cost.step_flops(lit.objective, lit.model, batch) * n_steps
 
@@ -95,8 +95,6 @@ def print_axis(name: str, xs, rows: dict[str, list[tuple[float, float]]], unit: 
 
 def eval_point(key: str, M: int, n_hidden: int, data_dir: str) -> tuple[float, float]:
     """(seconds, inference FLOPs) of the default evaluation of a model trained one epoch."""
-    from omegaconf import OmegaConf
-
     from mmvi.data.idx import IDXImages
     from mmvi.evaluation.protocol import evaluate
     from mmvi.evaluation.representations import query_given, query_types
@@ -112,7 +110,7 @@ def eval_point(key: str, M: int, n_hidden: int, data_dir: str) -> tuple[float, f
     )
     dm.setup()
     sizes = {m: int(x.shape[1]) for m, x in dm.splits["train"].modalities.items()}
-    lit = BT.lit_module(BT.OBJECTIVES[key], model=model_config(sizes, n_hidden))
+    lit = BT.lit_module(BT.OBJECTIVES[key], model_config(sizes, n_hidden))
     lit.model.init_visible_bias_from_data(dm.modality_means())
     opt = torch.optim.SGD(lit.model.parameters(), lr=0.01, momentum=0.5)
     train = dm.splits["train"].modalities
@@ -122,8 +120,7 @@ def eval_point(key: str, M: int, n_hidden: int, data_dir: str) -> tuple[float, f
         loss.backward()
         opt.step()
     lit.model.eval()
-    settings = OmegaConf.to_container(OmegaConf.load(HERE.parent / "conf" / "evaluation" / "default.yaml"))
-    settings = {k: v for k, v in settings.items() if not k.startswith("_")}
+    settings = BT.default_evaluation_settings()
     steps = lit.objective.native_inference_steps
     with tempfile.TemporaryDirectory() as folder, torch.no_grad():
         t0 = time.perf_counter()
@@ -167,28 +164,19 @@ def main() -> None:
         {k: [epoch_point(k, split_sizes(M), 1000, BT.BATCH, args.steps) for M in MODALITIES] for k in keys},
         "epoch",
     )
-    print_axis(
-        "batch (392 + 392 -> 1000)",
-        BATCHES,
-        {k: [epoch_point(k, halves, 1000, b, args.steps) for b in BATCHES] for k in keys},
-        "epoch",
-    )
+    by_batch = {k: [epoch_point(k, halves, 1000, b, args.steps) for b in BATCHES] for k in keys}
+    print_axis("batch (392 + 392 -> 1000)", BATCHES, by_batch, "epoch")
     print("\n[threads] seconds per epoch (392 + 392 -> 1000, batch 100)")
     print(f"  {'objective':<10} {'1 thread':>9} {'2 threads':>9} {'speed-up':>9} {'ideal':>6}")
     for k in keys:
-        one = epoch_point(k, halves, 1000, BT.BATCH, args.steps)[0]
+        one = by_batch[k][BATCHES.index(BT.BATCH)][0]  # the batch axis's point at batch 100, one thread
         torch.set_num_threads(2)
         two = epoch_point(k, halves, 1000, BT.BATCH, args.steps)[0]
         torch.set_num_threads(1)
         print(f"  {k:<10} {one:>9.2f} {two:>9.2f} {one / two:>8.2f}x {2:>6}", flush=True)
     if args.no_eval:
         return
-    data_dir = args.data_dir
-    if data_dir is None:
-        import os
-
-        shared = Path(os.environ.get("MMVI_SHARED_DATA", HERE.parent.parent / "shared" / "data"))
-        data_dir = str(shared / "mnist")
+    data_dir = args.data_dir or BT.shared_mnist_dir()
     key = keys[-1]
     hid = (256, 1024, 4096)
     print(f"\nevaluation: default measures, native inference of {key}, 5,000 / 1,000 / 2,000 MNIST images")
@@ -198,16 +186,12 @@ def main() -> None:
         {key: [eval_point(key, 2, h, data_dir) for h in hid]},
         "evaluation",
     )
-    print_axis(
-        "evaluation, modalities (1000 hidden)",
-        list(MODALITIES),
-        {key: [eval_point(key, M, 1000, data_dir) for M in MODALITIES]},
-        "evaluation",
-    )
+    by_modalities = {key: [eval_point(key, M, 1000, data_dir) for M in MODALITIES]}
+    print_axis("evaluation, modalities (1000 hidden)", list(MODALITIES), by_modalities, "evaluation")
+    one = by_modalities[key][list(MODALITIES).index(2)][0]  # two halves, one thread
     torch.set_num_threads(2)
     two = eval_point(key, 2, 1000, data_dir)[0]
     torch.set_num_threads(1)
-    one = eval_point(key, 2, 1000, data_dir)[0]
     print(
         f"\n[threads] evaluation (2 halves, 1000 hidden): 1 thread {one:.1f} s, 2 threads {two:.1f} s, {one / two:.2f}x"
     )

@@ -11,6 +11,7 @@ loop, beside the reference code's figures. Settings and method: docs/workflow.md
 from __future__ import annotations
 
 import argparse
+import os
 import statistics
 import tempfile
 import time
@@ -93,6 +94,24 @@ OBJECTIVES = {
 # reference code per epoch at equal settings" (its table, column "reference").
 REFERENCE_SECONDS_PER_EPOCH = {"pcd_k1": 4.02, "cdpl_k10": 9.75, "mp_T5_K1": 4.15}
 TARGET_SPEEDUP = 3.0
+HERE = Path(__file__).resolve().parent
+
+
+def shared_mnist_dir() -> str | None:
+    """The shared data folder's MNIST IDX files (``$MMVI_SHARED_DATA``/mnist, else ../shared/data/mnist
+    beside the repository), or None when absent; used by every benchmark that reads MNIST."""
+    shared = Path(os.environ.get("MMVI_SHARED_DATA", HERE.parent.parent / "shared" / "data"))
+    return str(shared / "mnist") if (shared / "mnist").is_dir() else None
+
+
+def default_evaluation_settings() -> dict:
+    """``conf/evaluation/default.yaml`` as keyword arguments of :func:`mmvi.evaluation.protocol.evaluate`."""
+    from omegaconf import OmegaConf
+
+    settings = OmegaConf.to_container(
+        OmegaConf.load(HERE.parent / "conf" / "evaluation" / "default.yaml"), resolve=True
+    )
+    return {k: v for k, v in settings.items() if not k.startswith("_")}
 
 
 def matmul_flops(rows: int, inner: int, cols: int) -> float:
@@ -132,9 +151,9 @@ def measured_matmul_gflops(device: torch.device, reps: int) -> float:
     return sum(results) / len(results)
 
 
-def lit_module(objective: dict, model: dict | None = None) -> MultimodalLitModule:
+def lit_module(objective: dict, model_cfg: dict | None = None) -> MultimodalLitModule:
     torch.manual_seed(0)
-    return MultimodalLitModule(model=model or MODEL, objective=objective, optim=OPTIM)
+    return MultimodalLitModule(model=model_cfg or MODEL, objective=objective, optim=OPTIM)
 
 
 def random_batches(
@@ -151,12 +170,12 @@ def bench_step_alone(
     device: torch.device,
     steps: int,
     bf16: bool,
-    model: dict | None = None,
+    model_cfg: dict | None = None,
     batch: int = BATCH,
 ) -> float:
-    """Median seconds of one training step outside Lightning: loss, backward, SGD step (``model``:
-    a model config, default :data:`MODEL`; ``batch`` examples per step)."""
-    lit = lit_module(objective, model).to(device)
+    """Median seconds of one training step outside Lightning: loss, backward, SGD step
+    (``model_cfg``: a model config, default :data:`MODEL`; ``batch`` examples per step)."""
+    lit = lit_module(objective, model_cfg).to(device)
     model, obj = lit.model, lit.objective
     opt = torch.optim.SGD(model.parameters(), lr=1e-3, momentum=0.5)
     batches = random_batches(4, device, dict(model.sizes), batch)

@@ -123,3 +123,39 @@ def test_multilabel_probe_on_digits(digits):
     }
     assert out["classify/map_multimodal"] > 0.9 and out["classify/precision_at_50_multimodal"] > 0.9
     assert out["classify/map_noise"] < 0.4
+
+
+def test_the_probe_is_the_same_whatever_the_thread_count(shared_data):
+    """scikit-learn's fit on 4,000 MNIST images (pixels of both halves) under 1 and 2 BLAS/OpenMP
+    threads: the probe fits with one thread either way, so the errors and predictions agree exactly
+    (with two threads the gradient's sums change order and the L-BFGS path ends elsewhere)."""
+    from threadpoolctl import threadpool_limits
+
+    from mmvi.data.mnist import MNISTHalves
+
+    dm = MNISTHalves(data_dir=str(shared_data / "mnist"))
+    dm.setup()
+    tr, te = dm.splits["train"], dm.splits["test"]
+    X = np.concatenate([tr.modalities[m][:4000].numpy() for m in ("left", "right")], 1)
+    y = tr.labels[:4000].argmax(1).numpy()
+    Xte = np.concatenate([te.modalities[m][:2000].numpy() for m in ("left", "right")], 1)
+    yte = te.labels[:2000].argmax(1).numpy()
+    out = {}
+    for threads in (1, 2):
+        keep: dict = {}
+        with threadpool_limits(limits=threads):
+            metrics, C, _ = linear_probe_error(
+                X,
+                y,
+                Xte[:500],
+                yte[:500],
+                {"both": Xte},
+                yte,
+                Cs=[10.0],
+                max_extensions=0,
+                refit="train",
+                keep_probe=keep,
+            )
+        out[threads] = (metrics, C, keep["predict"](Xte))
+    assert out[1][0] == out[2][0] and out[1][1] == out[2][1]
+    np.testing.assert_array_equal(out[1][2], out[2][2])

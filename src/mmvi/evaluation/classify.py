@@ -18,6 +18,7 @@ import numpy as np
 import torch
 from sklearn.exceptions import ConvergenceWarning
 from sklearn.linear_model import LogisticRegression
+from threadpoolctl import threadpool_limits
 from torch import Tensor
 from torchmetrics.functional.classification import multilabel_average_precision
 
@@ -66,8 +67,11 @@ def _np(x) -> np.ndarray:
 
 # ------------------------------------------------------------------ single-label
 def _fit_multinomial(X: np.ndarray, y: np.ndarray, C: float, max_iter: int) -> LogisticRegression:
+    """``LogisticRegression(C, max_iter)`` fitted with one BLAS/OpenMP thread: with more, the
+    gradient's sums run in another order, the L-BFGS path (stopped at scikit-learn's tolerance) ends
+    elsewhere, and the chosen C and the test errors would depend on the machine's thread count."""
     clf = LogisticRegression(C=C, max_iter=max_iter)
-    with warnings.catch_warnings():
+    with warnings.catch_warnings(), threadpool_limits(limits=1):
         warnings.simplefilter("ignore", ConvergenceWarning)
         return clf.fit(X, y)
 

@@ -383,7 +383,7 @@ def test_joint_log_likelihood_given_lengths_equals_enumeration():
 
 @torch.no_grad()
 def test_ais_conditional_of_the_text_matches_exact():
-    """The reported model (Gaussian image, 5 words), documents of length 0..7: both base models."""
+    """The reported model (Gaussian image, 5 words), documents of length 0..7: every base model."""
     model = mixed_model(seed=6)
     v = _text_batch(model, n_words=5, max_len=7, n=8, seed=6)
     v["txt"][0] = 0.0  # an empty document
@@ -394,7 +394,8 @@ def test_ais_conditional_of_the_text_matches_exact():
     empty = torch.nn.functional.softplus(v["img"][d == 0] @ model.W["img"]).sum(-1)
     torch.testing.assert_close(exact[d == 0], empty, rtol=0, atol=1e-12)
     data_mean = v["txt"].mean(0)
-    for base in (data_mean, P.meanfield_base_mean(model, {"img": v["img"]}, "txt", length=d)):
+    mf = P.meanfield_base_mean(model, {"img": v["img"]}, "txt", length=d)
+    for base, hidden in [(data_mean, "uniform"), (mf, "uniform"), (mf, "meanfield")]:
         res = P.ais_conditional_logz(
             model,
             {"img": v["img"]},
@@ -405,6 +406,7 @@ def test_ais_conditional_of_the_text_matches_exact():
             generator=1,
             max_rows=300,
             length=d,
+            hidden_base=hidden,
         )
         err = res.logz - exact
         assert bool((err.abs() <= 3 * res.stderr + 1e-12).all()), (err, res.stderr)

@@ -42,6 +42,10 @@ def binarize(v: Mapping[str, Tensor], seed: int = 0, names: Iterable[str] | None
     return out
 
 
+#: the joint AIS base model's hidden units (:func:`joint_log_likelihood`)
+JOINT_HIDDEN_BASES = ("uniform", "data")
+
+
 def _view64(view: P.FreeView, v: Mapping[str, Tensor]) -> Tensor:
     """−F̂(v_free; ĉ) in float64."""
     return -view.to(torch.float64).free_energy({m: v[m].double() for m in view.names})
@@ -60,14 +64,17 @@ def conditional_log_likelihood(
     base_mean: Tensor | None = None,
     generator: torch.Generator | int | None = None,
     batch_size: int = 500,
+    ais_hidden_base: str = "uniform",
 ) -> tuple[Tensor, Tensor, bool]:
     """(log P(v_target | v_rest) per example (B,), its stderr (B,), exact?) — float64.
 
     Exact when enumeration fits ``exact_limit``; otherwise AIS with ``n_ais_runs`` runs and
     ``n_betas`` steps per example, from the base model ``ais_base``: ``"meanfield"`` (per-example
     factorial model at the mean-field prediction of v_target; closest to the target, so lowest
-    variance) or ``"marginal"`` (``base_mean``: data means of v_target; None = 0.5). A
-    replicated-softmax target is conditioned on its document lengths (those of ``v[target]``).
+    variance) or ``"marginal"`` (``base_mean``: data means of v_target; None = 0.5), with hidden
+    units ``ais_hidden_base`` (``uniform`` or ``meanfield``: see
+    :func:`mmvi.evaluation.partition.ais_conditional_logz`). A replicated-softmax target is
+    conditioned on its document lengths (those of ``v[target]``).
     """
     rest = {m: x for m, x in v.items() if m != target}
     length = model.units[target].length(v[target])
@@ -88,7 +95,16 @@ def conditional_log_likelihood(
         d = None if length is None else length[rows]
         base = P.meanfield_base_mean(model, given, target, length=d) if ais_base == "meanfield" else base_mean
         res = P.ais_conditional_logz(
-            model, given, target, base, n_ais_runs, n_betas, schedule, generator=g, length=d
+            model,
+            given,
+            target,
+            base,
+            n_ais_runs,
+            n_betas,
+            schedule,
+            generator=g,
+            length=d,
+            hidden_base=ais_hidden_base,
         )
         logz.append(res.logz)
         se.append(res.stderr)
@@ -105,14 +121,25 @@ def joint_log_likelihood(
     schedule: str = "piecewise",
     base_means: Mapping[str, Tensor] | None = None,
     generator: torch.Generator | int | None = None,
+    hidden_base: str = "uniform",
 ) -> tuple[Tensor, float, bool]:
     """(log P(v) per example (B,) float64, stderr of mean_b log Z, exact?).
 
     With replicated-softmax modalities, log P(v | D) (documents as word sequences given their
     lengths): log Z(D) is exact or estimated (``n_ais_runs`` runs each) once per distinct length
     (tuple) in ``v``; the stderr is then that of the mean over examples of their log Z(D_b).
+    ``hidden_base``: the AIS base model's hidden units, ``uniform`` or ``data`` (the mean over
+    ``v`` of P(h = 1 | v)).
+
+    Raises:
+        ValueError: an unknown ``hidden_base``.
     """
+    if hidden_base not in JOINT_HIDDEN_BASES:
+        raise ValueError(
+            f"joint_hidden_base must be one of {', '.join(JOINT_HIDDEN_BASES)}, got {hidden_base!r}"
+        )
     full = {m: v[m] for m in model.names}
+    hidden_mean = model.hidden_probs(full).mean(0) if hidden_base == "data" else None
     lengths = model.lengths(full)
     view = P.free_view(model, model.names, lengths=lengths)
     neg_f = _view64(view, full)
@@ -120,7 +147,15 @@ def joint_log_likelihood(
         method = P.choose_exact_method(view, exact_limit)
         if method is not None:
             return neg_f - P.exact_view_logz(view, exact_limit, method)[0], 0.0, True
-        res = P.ais_logz(model, base_means, n_ais_runs, n_betas, schedule, generator=generator)
+        res = P.ais_logz(
+            model,
+            base_means,
+            n_ais_runs,
+            n_betas,
+            schedule,
+            generator=generator,
+            base_hidden_mean=hidden_mean,
+        )
         return neg_f - res.logz.to(neg_f.device), float(res.stderr), False
     table = torch.stack(list(lengths.values()), dim=1)  # (B, number of softmax modalities)
     distinct, inverse, counts = torch.unique(table, dim=0, return_inverse=True, return_counts=True)
@@ -131,7 +166,14 @@ def joint_log_likelihood(
         logz = P.exact_view_logz(view, exact_limit, method).to(neg_f.device)
         return neg_f - logz[inverse], 0.0, True
     res = P.ais_logz(
-        model, base_means, n_ais_runs, n_betas, schedule, generator=generator, lengths=per_length
+        model,
+        base_means,
+        n_ais_runs,
+        n_betas,
+        schedule,
+        generator=generator,
+        lengths=per_length,
+        base_hidden_mean=hidden_mean,
     )
     share = counts.to(torch.float64) / table.shape[0]
     se = float(torch.sqrt(((share * res.stderr.cpu()) ** 2).sum()))
@@ -157,6 +199,8 @@ def likelihood_metrics(
     joint_betas: int = 10000,
     schedule: str = "piecewise",
     ais_base: str = "meanfield",
+    ais_hidden_base: str = "uniform",
+    joint_hidden_base: str = "uniform",
     seed: int = 0,
     binarize_seed: int | None = 0,
     exact_limit: int = P.EXACT_LIMIT,
@@ -193,7 +237,18 @@ def likelihood_metrics(
             complete = False
             continue
         logp, se, exact = conditional_log_likelihood(
-            model, v, m, exact_limit, n_ais_runs, n_betas, schedule, ais_base, means[m], g, batch_size
+            model,
+            v,
+            m,
+            exact_limit,
+            n_ais_runs,
+            n_betas,
+            schedule,
+            ais_base,
+            means[m],
+            g,
+            batch_size,
+            ais_hidden_base,
         )
         nll_m, se_m = _mean_and_se(logp, se)
         log.info(
@@ -217,7 +272,7 @@ def likelihood_metrics(
             records.add("cond_nll/vi", vi_items)
     if joint and _supported(model, model.names):
         logp, se, exact = joint_log_likelihood(
-            model, v, exact_limit, joint_ais_runs, joint_betas, schedule, means, g
+            model, v, exact_limit, joint_ais_runs, joint_betas, schedule, means, g, joint_hidden_base
         )
         out["nll"] = -float(logp.mean())
         out["nll_stderr"] = se
@@ -235,6 +290,8 @@ likelihood_metrics.constraints = {
     "joint_betas": Interval(3, integer=True),
     "schedule": Options(("piecewise", "linear")),
     "ais_base": Options(("meanfield", "marginal")),
+    "ais_hidden_base": Options(P.HIDDEN_BASES),
+    "joint_hidden_base": Options(JOINT_HIDDEN_BASES),
     "seed": INT0,
     "binarize_seed": Interval(0, integer=True, allow_none=True),
     "exact_limit": Interval(0, 30, integer=True),

@@ -349,7 +349,13 @@ def check_betas(betas: Tensor) -> None:
         raise ValueError("AIS betas must be a 1-D non-decreasing sequence from 0 to 1")
 
 
-def base_rate_bias(mean: Tensor, units: Units, eps: float = 1e-3) -> Tensor:
+#: the base models' probability floor (visible means and hidden probabilities kept in [ε, 1 − ε])
+BASE_EPS = 1e-3
+#: the conditional AIS base model's hidden units (:func:`ais_conditional_logz`)
+HIDDEN_BASES = ("uniform", "meanfield")
+
+
+def base_rate_bias(mean: Tensor, units: Units, eps: float = BASE_EPS) -> Tensor:
     """Base-model visible bias from data means (n,) or per-example means (B, n).
 
     Bernoulli: logit(clamp(mean, eps, 1 − eps)); Gaussian: the mean; replicated softmax: the log
@@ -382,10 +388,16 @@ def _base_log_partition(units: Units, bias: Tensor, length: Tensor | None = None
     return torch.tensor(0.5 * bias.shape[-1] * math.log(2 * math.pi), dtype=torch.float64)
 
 
-def _view_base_logz(view: FreeView, base_bias: Mapping[str, Tensor]) -> Tensor:
-    """log Z_0 of the AIS base model of a view: Σ_m log Z_A,m + H log 2, () or (B,) float64."""
+def _view_base_logz(
+    view: FreeView, base_bias: Mapping[str, Tensor], base_hbias: Tensor | None = None
+) -> Tensor:
+    """log Z_0 of the AIS base model of a view, () or (B,) float64: Σ_m log Z_A,m plus the hidden
+    units' H log 2 (uniform), or Σ_k softplus(c_A,k) given the base's hidden biases (B, H)."""
     parts = [_base_log_partition(view.units[m], base_bias[m], view.lengths.get(m)) for m in view.names]
-    return sum(p.to(view.hbias.device) for p in parts) + view.n_hidden * math.log(2)
+    visible = sum(p.to(view.hbias.device) for p in parts)
+    if base_hbias is None:
+        return visible + view.n_hidden * math.log(2)
+    return visible + F.softplus(base_hbias.double()).sum(-1).to(view.hbias.device)
 
 
 def _sample(units: Units, act: Tensor, generator: torch.Generator, length: Tensor | None = None) -> Tensor:
@@ -419,36 +431,50 @@ def ais_log_weights(
     betas: Tensor,
     n_rows: int,
     generator: torch.Generator,
+    base_hbias: Tensor | None = None,
 ) -> Tensor:
     """Log importance weights (n_rows,) float64 of independent AIS runs on a view.
 
     ``view.hbias`` is (H,) or (n_rows, H) (one row per run), ``view.lengths[m]`` (n_rows,) the
     document length of each run's replicated-softmax modality m; ``base_bias[m]`` is (n_m,) or
-    (n_rows, n_m). The chains run in the view's dtype; each step's increment
-    Σ_k [softplus(β_k a_k) − softplus(β_{k−1} a_k)] − (β_k − β_{k−1}) (E_free(v) − E_A(v)) is
-    summed over units and accumulated in float64.
+    (n_rows, n_m). The base model is factorial: visible biases ``base_bias``, hidden units uniform
+    (``base_hbias`` None) or with biases ``base_hbias`` c_A (H,) or (n_rows, H). Intermediate model
+    k: p_k(v, h) ∝ exp(−(1 − β_k) E_A(v) − β_k E_free(v) + ((1 − β_k) c_A + β_k a)·h), a the view's
+    hidden input. The chains run in the view's dtype; each step's increment
+    Σ_k [softplus(c_A + β_k d) − softplus(c_A + β_{k−1} d)] − (β_k − β_{k−1}) (E_free(v) − E_A(v)),
+    d = a − c_A, is summed over units and accumulated in float64 (Salakhutdinov & Murray 2008).
     """
     check_betas(betas)
     dt, dev = view.hbias.dtype, view.hbias.device
     b64 = betas.to(torch.float64).tolist()
     ba = {m: base_bias[m].to(dev, dt) for m in view.names}
+    ca = None if base_hbias is None else base_hbias.to(dev, dt)
     units, W, b = view.units, view.W, view.b
     lengths = view.lengths
     v = {m: _sample(units[m], ba[m].expand(n_rows, -1), generator, lengths.get(m)) for m in view.names}
     logw = torch.zeros(n_rows, dtype=torch.float64, device=dev)
     K = len(b64) - 1
+    start = view.hbias if ca is None else view.hbias - ca  # with a hidden base the products give d
     for k in range(1, K + 1):
-        act = view.hbias
+        act = start
         for m in view.names:
             act = torch.addmm(act, v[m], W[m])
         de = sum(units[m].energy(v[m], b[m]) - _energy(units[m], v[m], ba[m]) for m in view.names)
-        dsp = F.softplus(b64[k] * act) - F.softplus(b64[k - 1] * act)
+        if ca is None:
+            hin = b64[k] * act
+            dsp = F.softplus(hin) - F.softplus(b64[k - 1] * act)
+        else:
+            hin = torch.add(ca, act, alpha=b64[k])
+            dsp = F.softplus(hin).sub_(F.softplus(torch.add(ca, act, alpha=b64[k - 1])))
         logw += dsp.sum(-1, dtype=torch.float64) - (b64[k] - b64[k - 1]) * de.double()
         if k == K:
             break
-        h = bernoulli(torch.sigmoid(b64[k] * act), generator)
+        h = bernoulli(torch.sigmoid(hin), generator)
         for m in view.names:
-            vis_act = torch.addmm(b[m], h, W[m].T, beta=b64[k], alpha=b64[k]) + (1.0 - b64[k]) * ba[m]
+            if ca is None:
+                vis_act = torch.addmm(b[m], h, W[m].T, beta=b64[k], alpha=b64[k]) + (1.0 - b64[k]) * ba[m]
+            else:  # (1 − β) b_A + β b in one pass, then the product added onto it
+                vis_act = torch.addmm(torch.lerp(ba[m], b[m], b64[k]), h, W[m].T, alpha=b64[k])
             v[m] = _sample(units[m], vis_act, generator, lengths.get(m))
     return logw
 
@@ -484,11 +510,13 @@ def _ais_rows(
     generator: torch.Generator,
     max_rows: int,
     dtype: torch.dtype,
+    base_hbias: Tensor | None = None,
 ) -> Tensor:
     """Log weights (B, M) (without log Z_0) of M runs for every row of a batched view.
 
     The B rows × M runs run as one (B·M, ·) batch of chains in blocks of at most ``max_rows``
-    rows (small blocks stay in cache); ``base_bias[m]`` is (n_m,) or per row (B, n_m).
+    rows (small blocks stay in cache); ``base_bias[m]`` is (n_m,) or per row (B, n_m),
+    ``base_hbias`` None or per row (B, H).
     """
     M, B = int(n_runs), view.batch
     per_block = max(1, int(max_rows) // M)
@@ -497,7 +525,8 @@ def _ais_rows(
         rows = slice(start, start + per_block)
         block = view.rows(rows, M).to(dtype)
         bb = {m: b[rows].repeat_interleave(M, dim=0) if b.dim() == 2 else b for m, b in base_bias.items()}
-        parts.append(ais_log_weights(block, bb, betas, block.batch, generator).reshape(-1, M))
+        bh = None if base_hbias is None else base_hbias[rows].repeat_interleave(M, dim=0)
+        parts.append(ais_log_weights(block, bb, betas, block.batch, generator, bh).reshape(-1, M))
     return torch.cat(parts)
 
 
@@ -529,12 +558,15 @@ def ais_logz(
     generator: torch.Generator | int | None = None,
     lengths: Mapping[str, Tensor] | None = None,
     max_rows: int = 1024,
+    base_hidden_mean: Tensor | None = None,
 ) -> AISResult:
     """AIS estimate of the joint log Z with ``n_runs`` parallel runs.
 
     ``base_means[m]`` are data means of modality m (the base-rate model's biases are their logits;
     for replicated softmax the mean counts, whose word frequencies give the base multinomial); a
     missing entry means 0.5 (Bernoulli), the model's bias (Gaussian) or softmax of it (softmax).
+    ``base_hidden_mean`` (H,): the base's hidden probabilities (e.g. the data means of
+    P(h = 1 | v), clamped to [10⁻³, 1 − 10⁻³]); None = 1/2 (uniform hidden units).
     With replicated-softmax modalities Z depends on the document lengths: ``lengths[m]`` (U,) gives
     U length settings, estimated with ``n_runs`` runs each (U·M chains in blocks of ``max_rows``),
     and ``logz``/``stderr``/``base_logz`` are (U,), ``log_weights`` (U, M).
@@ -544,11 +576,17 @@ def ais_logz(
     g = make_generator(generator, model.c.device)
     betas = ais_betas(n_betas, schedule) if betas is None else betas
     ba = _base_biases(model, view.names, base_means)
-    base = _view_base_logz(view, ba).to(torch.float64)
+    ca = None
+    if base_hidden_mean is not None:
+        mu = base_hidden_mean.detach().to(model.c).clamp(BASE_EPS, 1 - BASE_EPS)
+        ca = torch.log(mu) - torch.log1p(-mu)
     if view.lengths:
-        log_w = _ais_rows(view, ba, betas, int(n_runs), g, max_rows, model.c.dtype) + base.unsqueeze(1)
+        rows = None if ca is None else ca.expand(view.batch, -1)
+        base = _view_base_logz(view, ba, rows).to(torch.float64)
+        log_w = _ais_rows(view, ba, betas, int(n_runs), g, max_rows, model.c.dtype, rows) + base.unsqueeze(1)
     else:
-        log_w = ais_log_weights(view.to(model.c.dtype), ba, betas, int(n_runs), g) + base
+        base = _view_base_logz(view, ba, ca).to(torch.float64)
+        log_w = ais_log_weights(view.to(model.c.dtype), ba, betas, int(n_runs), g, ca) + base
     logz, se = log_mean_exp_and_stderr(log_w)
     return AISResult(logz, se, log_w, base, len(betas) - 1)
 
@@ -585,16 +623,27 @@ def ais_conditional_logz(
     generator: torch.Generator | int | None = None,
     max_rows: int = 1024,
     length: Tensor | None = None,
+    hidden_base: str = "uniform",
 ) -> AISResult:
     """AIS estimate of log Ẑ(v_rest) of P(v_target | v_rest) for every example, (B,).
 
     ``base_mean``: (n,) data means shared by all examples, or (B, n) per-example means (e.g.
     :func:`meanfield_base_mean`); None = 0.5 (Bernoulli), the model's bias (Gaussian) or softmax
-    of it (replicated softmax). ``length`` (B,): the document lengths of a replicated-softmax
-    target (required for one; each example's runs draw documents of its length). The B examples ×
-    M runs run as one (B·M, ·) batch of chains, in blocks of at most ``max_rows`` rows (small
-    blocks stay in cache), each example's runs sharing its clamped hidden bias ĉ.
+    of it (replicated softmax). ``hidden_base``: the base model's hidden units, ``uniform``
+    (P(h_k = 1) = 1/2) or ``meanfield`` (P(h_k = 1) = σ(ĉ_k + W_k·μ), μ the visible base's means:
+    with the mean-field prediction as ``base_mean`` the base is the whole mean-field solution
+    q(v_target) q(h), much closer to the target when the hidden units are sparse; the hidden
+    inputs are clamped to ±logit(1 − 10⁻³) as the visible base's). ``length`` (B,): the document
+    lengths of a replicated-softmax target (required for one; each example's runs draw documents
+    of its length). The B examples × M runs run as one (B·M, ·) batch of chains, in blocks of at
+    most ``max_rows`` rows (small blocks stay in cache), each example's runs sharing its clamped
+    hidden bias ĉ.
+
+    Raises:
+        ValueError: an unknown ``hidden_base``; per-example base means of the wrong length.
     """
+    if hidden_base not in HIDDEN_BASES:
+        raise ValueError(f"hidden_base must be one of {', '.join(HIDDEN_BASES)}, got {hidden_base!r}")
     given = {m: x for m, x in given.items() if m != target}
     view = free_view(model, [target], given, None if length is None else {target: length})
     _check_ais_units(view)
@@ -608,7 +657,12 @@ def ais_conditional_logz(
         ba = base_rate_bias(base_mean.detach().to(model.b[target]), units)
     else:
         ba = _base_biases(model, [target], None if base_mean is None else {target: base_mean})[target]
-    base = _view_base_logz(view, {target: ba}).expand(B).to(torch.float64)
-    log_w = _ais_rows(view, {target: ba}, betas, M, g, max_rows, model.c.dtype) + base.unsqueeze(1)
+    ca = None
+    if hidden_base == "meanfield":
+        mu = units.mean(ba.expand(B, -1), length)  # the visible base's means
+        limit = math.log((1 - BASE_EPS) / BASE_EPS)
+        ca = (view.hbias.expand(B, -1) + mu.to(view.W[target]) @ view.W[target]).clamp(-limit, limit)
+    base = _view_base_logz(view, {target: ba}, ca).expand(B).to(torch.float64)
+    log_w = _ais_rows(view, {target: ba}, betas, M, g, max_rows, model.c.dtype, ca) + base.unsqueeze(1)
     logz, se = log_mean_exp_and_stderr(log_w)
     return AISResult(logz, se, log_w, base, len(betas) - 1)

@@ -153,13 +153,13 @@ def bernoulli(p: Tensor, generator: torch.Generator | None = None) -> Tensor:
     """Binary draws 1{u < p}, u ~ U[0, 1) (from ``generator`` if given), in the dtype of ``p``.
 
     2.7× faster than ``torch.bernoulli`` on a (500, 1000) CPU tensor (2.9 ms vs 7.9 ms, one thread,
-    measured).
+    measured); the comparison is written into u in place (no boolean tensor and copy).
     """
     if generator is None:
         u = torch.rand_like(p)
     else:
         u = torch.rand(p.shape, generator=generator, dtype=p.dtype, device=p.device)
-    return (u < p).to(p.dtype)
+    return u.lt_(p)
 
 
 def observe(mean: Tensor, values: Tensor, mask: Tensor) -> Tensor:

@@ -21,6 +21,17 @@ from mmvi.evaluation.retrieval import cosine_scores, per_query_retrieval, releva
 from mmvi.models.mrbm import MultimodalRBM
 
 
+def _bench_train():
+    """scripts/bench_train.py as a module (loaded on demand: it imports Lightning)."""
+    import importlib.util
+    from pathlib import Path
+
+    spec = importlib.util.spec_from_file_location("bench_train", Path(__file__).with_name("bench_train.py"))
+    bt = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bt)
+    return bt
+
+
 def bench_retrieval(n: int, n_labels: int, multi: bool, tm_queries: int, full_tm: bool, k: int = 50) -> None:
     from torchmetrics.retrieval import RetrievalMAP
 
@@ -65,13 +76,7 @@ def bench_ais(n_items: int, measured_items: int, measured_betas: int, threads: l
     """Seconds of ``likelihood_metrics`` at the default settings on ``n_items`` test items of a
     392 + 392 → 1000 RBM: the conditional AIS of both directions (timed on ``measured_items`` items
     and ``measured_betas`` βs, scaled) plus the joint log Z (timed on ``measured_betas`` βs, scaled)."""
-    import importlib.util
-    from pathlib import Path
-
-    spec = importlib.util.spec_from_file_location("bench_train", Path(__file__).with_name("bench_train.py"))
-    bt = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(bt)
-    lik = bt.default_evaluation_settings()["likelihood"]
+    lik = _bench_train().default_evaluation_settings()["likelihood"]
     R, K, hidden = int(lik["n_ais_runs"]), int(lik["n_betas"]), lik["ais_hidden_base"]
     JR, JK = int(lik["joint_ais_runs"]), int(lik["joint_betas"])
     items = n_items if lik["n_examples"] is None else min(n_items, int(lik["n_examples"]))
@@ -137,7 +142,6 @@ def bench_protocol(data_dir: str | None, objective: str, epochs: int, n_train: i
     (>= 1) in the real Lightning loop at the reference settings of ``objective``; its training
     seconds are scaled to 10 epochs. Then ``conf/evaluation/default.yaml`` as a run evaluates it.
     """
-    import importlib.util
     import logging
     import tempfile
     import warnings
@@ -149,10 +153,7 @@ def bench_protocol(data_dir: str | None, objective: str, epochs: int, n_train: i
     from mmvi.evaluation.protocol import evaluate
     from mmvi.lit.module import MultimodalLitModule
 
-    here = Path(__file__).resolve().parent
-    spec = importlib.util.spec_from_file_location("bench_train", here / "bench_train.py")
-    bt = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(bt)
+    bt = _bench_train()
     warnings.filterwarnings("ignore")
     logging.getLogger("lightning.pytorch").setLevel(logging.ERROR)
 

@@ -139,7 +139,20 @@ def joint_log_likelihood(
             f"joint_hidden_base must be one of {', '.join(JOINT_HIDDEN_BASES)}, got {hidden_base!r}"
         )
     full = {m: v[m] for m in model.names}
-    hidden_mean = model.hidden_probs(full).mean(0) if hidden_base == "data" else None
+
+    def ais(lengths: Mapping[str, Tensor] | None = None) -> P.AISResult:
+        hidden_mean = model.hidden_probs(full).mean(0) if hidden_base == "data" else None
+        return P.ais_logz(
+            model,
+            base_means,
+            n_ais_runs,
+            n_betas,
+            schedule,
+            generator=generator,
+            lengths=lengths,
+            base_hidden_mean=hidden_mean,
+        )
+
     lengths = model.lengths(full)
     view = P.free_view(model, model.names, lengths=lengths)
     neg_f = _view64(view, full)
@@ -147,15 +160,7 @@ def joint_log_likelihood(
         method = P.choose_exact_method(view, exact_limit)
         if method is not None:
             return neg_f - P.exact_view_logz(view, exact_limit, method)[0], 0.0, True
-        res = P.ais_logz(
-            model,
-            base_means,
-            n_ais_runs,
-            n_betas,
-            schedule,
-            generator=generator,
-            base_hidden_mean=hidden_mean,
-        )
+        res = ais()
         return neg_f - res.logz.to(neg_f.device), float(res.stderr), False
     table = torch.stack(list(lengths.values()), dim=1)  # (B, number of softmax modalities)
     distinct, inverse, counts = torch.unique(table, dim=0, return_inverse=True, return_counts=True)
@@ -165,16 +170,7 @@ def joint_log_likelihood(
     if method is not None:
         logz = P.exact_view_logz(view, exact_limit, method).to(neg_f.device)
         return neg_f - logz[inverse], 0.0, True
-    res = P.ais_logz(
-        model,
-        base_means,
-        n_ais_runs,
-        n_betas,
-        schedule,
-        generator=generator,
-        lengths=per_length,
-        base_hidden_mean=hidden_mean,
-    )
+    res = ais(per_length)
     share = counts.to(torch.float64) / table.shape[0]
     se = float(torch.sqrt(((share * res.stderr.cpu()) ** 2).sum()))
     return neg_f - res.logz.to(neg_f.device)[inverse], se, False

@@ -355,6 +355,12 @@ BASE_EPS = 1e-3
 HIDDEN_BASES = ("uniform", "meanfield")
 
 
+def _clamped_logit(p: Tensor, eps: float = BASE_EPS) -> Tensor:
+    """logit(clamp(p, eps, 1 − eps)): the bias of a Bernoulli base unit of probability p."""
+    mu = p.clamp(eps, 1 - eps)
+    return torch.log(mu) - torch.log1p(-mu)
+
+
 def base_rate_bias(mean: Tensor, units: Units, eps: float = BASE_EPS) -> Tensor:
     """Base-model visible bias from data means (n,) or per-example means (B, n).
 
@@ -363,8 +369,7 @@ def base_rate_bias(mean: Tensor, units: Units, eps: float = BASE_EPS) -> Tensor:
     counts or probabilities; uniform for an all-zero row), so every word keeps probability ≥ eps/n.
     """
     if units.name == "bernoulli":
-        mu = mean.clamp(eps, 1 - eps)
-        return torch.log(mu) - torch.log1p(-mu)
+        return _clamped_logit(mean, eps)
     if units.name == "gaussian":
         return mean.clone()
     if units.name == "softmax":
@@ -578,10 +583,7 @@ def ais_logz(
     g = make_generator(generator, model.c.device)
     betas = ais_betas(n_betas, schedule) if betas is None else betas
     ba = _base_biases(model, view.names, base_means)
-    ca = None
-    if base_hidden_mean is not None:
-        mu = base_hidden_mean.detach().to(model.c).clamp(BASE_EPS, 1 - BASE_EPS)
-        ca = torch.log(mu) - torch.log1p(-mu)
+    ca = None if base_hidden_mean is None else _clamped_logit(base_hidden_mean.detach().to(model.c))
     if view.lengths:
         rows = None if ca is None else ca.expand(view.batch, -1)
         base = _view_base_logz(view, ba, rows).to(torch.float64)
